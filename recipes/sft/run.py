@@ -1,0 +1,62 @@
+"""Supervised fine-tuning (TRL SFTTrainer) with completion-only loss.
+
+    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sft/run.py --config recipes/sft/countdown.yaml
+    accelerate launch --config_file accelerate_configs/single_gpu.yaml recipes/sft/run.py \
+        --config recipes/sft/countdown.yaml --model_name_or_path Qwen/Qwen2.5-0.5B --bf16 true
+
+Any YAML key can be overridden on the command line (`--learning_rate 2e-4`). Re-running the same command
+resumes from the newest checkpoint in `output_dir`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+
+from posttrain.configs import CountdownArguments, ScriptArguments
+from posttrain.data import load_sft_dataset
+from posttrain.runtime import (
+    last_checkpoint,
+    logger,
+    parse_recipe_args,
+    prepare_model_args,
+    save_and_summarize,
+    setup_logging,
+)
+
+
+def main(script_args: ScriptArguments, countdown_args: CountdownArguments, training_args: SFTConfig,
+         model_args: ModelConfig) -> None:
+    started = time.time()
+    setup_logging(training_args)
+    model_path = prepare_model_args(model_args, training_args)
+    dataset = load_sft_dataset(script_args, countdown_args)
+    logger.info("SFT data: %s", {split: len(ds) for split, ds in dataset.items()})
+
+    trainer = SFTTrainer(
+        model=model_path,
+        args=training_args,
+        train_dataset=dataset[script_args.dataset_train_split],
+        eval_dataset=dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
+        peft_config=get_peft_config(model_args),
+    )
+    train_result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args))
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_state()
+    save_and_summarize(
+        trainer,
+        started=started,
+        train_result=train_result,
+        args={"script": script_args, "countdown": countdown_args, "training": training_args, "model": model_args},
+        extra={"recipe": "sft", "n_train": len(dataset[script_args.dataset_train_split])},
+    )
+    trainer.end()
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((ScriptArguments, CountdownArguments, SFTConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    main(*parse_recipe_args(make_parser()))

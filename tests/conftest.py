@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny random Llama built from config (fast), with the embedded model's real tokenizer."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Tests never reach a hub; fail fast instead of waiting on network timeouts.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def build_tiny_model(path: Path) -> Path:
+    """Save a 2-layer, 32-wide Llama with SmolLM2's tokenizer and chat template to `path`."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from posttrain.models import load_tokenizer
+
+    tokenizer = load_tokenizer("embedded")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
