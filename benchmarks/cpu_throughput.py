@@ -28,7 +28,9 @@ def bench_rewards(n: int = 20000) -> Table:
     completions, targets, nums = [], [], []
     for i in range(n):
         task = tasks[i % len(tasks)]
-        completions.append(make_warmstart_completion(task, rng=rng, max_failed_tries=2, failed_trace_share=0.3))
+        completions.append(
+            make_warmstart_completion(task, rng=rng, max_failed_tries=2, failed_trace_share=0.3)
+        )
         targets.append(task.target)
         nums.append(list(task.nums))
     hostile = ["<answer>" + "(" * 100_000 + "</answer>", "<answer>9**9**9**9</answer>", "x" * 1_000_000]
@@ -43,14 +45,36 @@ def bench_rewards(n: int = 20000) -> Table:
     start = time.perf_counter()
     countdown_reward(hostile * k, target=[24] * 3 * k, nums=[[9, 9, 9, 9]] * 3 * k)
     elapsed = time.perf_counter() - start
-    table.add_row("hostile (100k parens, power tower, 1 MB)", str(3 * k), f"{elapsed:.3f}", f"{3 * k / elapsed:,.0f}")
+    table.add_row(
+        "hostile (100k parens, power tower, 1 MB)", str(3 * k), f"{elapsed:.3f}", f"{3 * k / elapsed:,.0f}"
+    )
     return table
+
+
+class StepTimer:
+    """Trainer callback recording the wall time of each optimisation step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def __getattr__(self, name):  # every other TrainerCallback hook is a no-op
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_step_begin(self, *args, **kwargs) -> None:
+        self._start = time.perf_counter()
+
+    def on_step_end(self, *args, **kwargs) -> None:
+        self.times.append(time.perf_counter() - self._start)
 
 
 VARIANTS = {
     # name: (SFTConfig overrides, ModelConfig-like peft flag, prompt template)
     "padded": (dict(), False, "chat"),
-    "padding_free": (dict(padding_free=True), False, "chat"),
+    # padding-free without packing cannot enforce max_length; our sequences are short anyway.
+    "padding_free": (dict(padding_free=True, max_length=None), False, "chat"),
     "lora": (dict(learning_rate=1e-3), True, "chat"),
     "compact": (dict(), False, "compact"),
     "compact_lora": (dict(learning_rate=1e-3), True, "compact"),
@@ -88,22 +112,19 @@ def bench_sft(variants: list[str], steps: int, batch_size: int) -> Table:
                 eos_token="<|im_end|>",
                 **overrides,
             )
-            peft = LoraConfig(r=32, lora_alpha=64, target_modules="all-linear", task_type="CAUSAL_LM") if use_lora else None
-            trainer = SFTTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(records), peft_config=peft)
-            times: list[float] = []
-            tokens: list[int] = []
-
-            from transformers import TrainerCallback
-
-            class Timer(TrainerCallback):
-                def on_step_begin(self, *a, **k):
-                    self.t = time.perf_counter()
-
-                def on_step_end(self, *a, **k):
-                    times.append(time.perf_counter() - self.t)
-
-            trainer.add_callback(Timer())
+            peft = (
+                LoraConfig(r=32, lora_alpha=64, target_modules="all-linear", task_type="CAUSAL_LM")
+                if use_lora
+                else None
+            )
+            trainer = SFTTrainer(
+                model=model_path, args=args, train_dataset=Dataset.from_list(records), peft_config=peft
+            )
+            timer = StepTimer()
+            trainer.add_callback(timer)
             result = trainer.train()
+            times = timer.times
+            tokens: list[int] = []
             for row in trainer.train_dataset.select(range(batch_size, batch_size * (steps + 1))):
                 tokens.append(len(row["input_ids"]))
             timed = sum(times[1:])  # the first step pays one-off warm-up costs
@@ -119,7 +140,9 @@ def bench_sft(variants: list[str], steps: int, batch_size: int) -> Table:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sft_steps", type=int, default=4)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--variants", default="padded,padding_free,lora,compact,compact_lora")

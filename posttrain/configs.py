@@ -18,7 +18,8 @@ class ScriptArguments(TrlScriptArguments):
     """TRL's script arguments; `dataset_name` unset means "generate Countdown tasks locally" (offline)."""
 
     dataset_revision: str | None = field(
-        default=None, metadata={"help": "Pinned hub revision for `dataset_name` (defaults to the project's pin)."}
+        default=None,
+        metadata={"help": "Pinned hub revision for `dataset_name` (defaults to the project's pin)."},
     )
 
 

@@ -1,18 +1,21 @@
 """Datasets for the recipes: generated Countdown tasks (offline default) or the pinned hub datasets.
 
-The held-out evaluation tasks depend only on (n_test, seed, generator settings), never on how many training
-tasks a recipe asks for, and training tasks are drawn from a different stream with every held-out key removed.
-So `make sft-countdown` and `make eval-countdown` agree on the test set, and no test task is ever trained on.
+Train/test separation is by canonical key, not by position: a stable hash of (target, sorted numbers) puts
+10% of all possible puzzles in the held-out space. Evaluation sets are drawn only from that space and training
+sets never are, so no recipe can train on an evaluation puzzle, whatever sizes, seeds or number counts the
+two sides use (a 4-number evaluation after 3- and 4-number training included).
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable
 
 from posttrain.countdown import (
-    COUNTDOWN_HUB,
+    COUNTDOWN_HUB_ID,
+    COUNTDOWN_HUB_REVISION,
     WARMSTART_HUB,
+    WARMSTART_HUB_REVISION,
     CountdownTask,
     build_sft_records,
     canonical_key,
@@ -21,29 +24,51 @@ from posttrain.countdown import (
     load_hub_warmstart,
 )
 
-# Offsets the training stream's seed away from the held-out stream's.
-_TRAIN_SEED_OFFSET = 7919
+HELDOUT_PERCENT = 10
+DEFAULT_TASK_SEED = 1234
 
 
-def heldout_tasks(n_test: int, *, seed: int, **gen_kwargs) -> list[CountdownTask]:
-    """The held-out Countdown tasks for a seed and generator settings (independent of any train size)."""
-    return generate_tasks(n_test, seed=seed, **gen_kwargs)
+def is_heldout(target: int, nums) -> bool:
+    """True when the puzzle belongs to the held-out (evaluation-only) key space."""
+    key = repr(canonical_key(target, nums)).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") % 100 < HELDOUT_PERCENT
 
 
-def train_tasks(
-    n_train: int, *, seed: int, exclude: Sequence[CountdownTask] = (), **gen_kwargs
-) -> list[CountdownTask]:
-    """Training tasks from a separate stream, with every key of `exclude` (the held-out set) removed."""
-    banned = {canonical_key(t.target, t.nums) for t in exclude}
-    # Over-generate a little so that removing held-out keys still leaves n_train tasks.
-    pool = generate_tasks(n_train + len(banned), seed=seed + _TRAIN_SEED_OFFSET, **gen_kwargs)
-    kept = [t for t in pool if canonical_key(t.target, t.nums) not in banned]
-    if len(kept) < n_train:
-        raise ValueError(
-            f"Only {len(kept)} training tasks remain after removing held-out ones; lower countdown_train_size "
-            f"or widen the number/target ranges."
-        )
-    return kept[:n_train]
+def _filtered_tasks(n: int, keep: Callable[[CountdownTask], bool], share: float, seed: int, **gen_kwargs):
+    """The first n generated tasks that satisfy `keep` (generate_tasks is prefix-stable, so this is too)."""
+    if n < 0:
+        raise ValueError(f"the number of tasks must be >= 0, got {n}")
+    if n == 0:
+        return []
+    want = int(n / share * 1.2) + 50
+    for _ in range(6):
+        try:
+            pool = generate_tasks(want, seed=seed, **gen_kwargs)
+        except ValueError:
+            pool = None  # more tasks asked for than exist with these settings; fall through to the error
+        if pool is not None:
+            kept = [t for t in pool if keep(t)]
+            if len(kept) >= n:
+                return kept[:n]
+        want *= 2
+    raise ValueError(
+        f"cannot draw {n} tasks from this split with {gen_kwargs}; ask for fewer tasks or widen the "
+        f"number/target ranges (countdown_max_number, countdown_max_target)."
+    )
+
+
+def heldout_tasks(n_test: int, *, seed: int = DEFAULT_TASK_SEED, **gen_kwargs) -> list[CountdownTask]:
+    """Evaluation tasks: deterministic by seed, always from the held-out key space."""
+    return _filtered_tasks(
+        n_test, lambda t: is_heldout(t.target, t.nums), HELDOUT_PERCENT / 100, seed, **gen_kwargs
+    )
+
+
+def train_tasks(n_train: int, *, seed: int = DEFAULT_TASK_SEED, **gen_kwargs) -> list[CountdownTask]:
+    """Training tasks: deterministic by seed, never from the held-out key space."""
+    return _filtered_tasks(
+        n_train, lambda t: not is_heldout(t.target, t.nums), 1 - HELDOUT_PERCENT / 100, seed, **gen_kwargs
+    )
 
 
 def countdown_sft_dataset(countdown_args, *, seed: int | None = None):
@@ -53,7 +78,7 @@ def countdown_sft_dataset(countdown_args, *, seed: int | None = None):
     gen = countdown_args.generator_kwargs()
     data_seed = countdown_args.countdown_data_seed
     test = heldout_tasks(countdown_args.countdown_test_size, seed=data_seed, **gen)
-    train = train_tasks(countdown_args.countdown_train_size, seed=data_seed, exclude=test, **gen)
+    train = train_tasks(countdown_args.countdown_train_size, seed=data_seed, **gen)
     record_kwargs = dict(
         template=countdown_args.prompt_template,
         max_failed_tries=countdown_args.warmstart_max_failed_tries,
@@ -73,32 +98,38 @@ def load_sft_dataset(script_args, countdown_args):
     name = script_args.dataset_name
     if not name or name == "countdown":
         return countdown_sft_dataset(countdown_args)
-    if name == WARMSTART_HUB[0]:
-        revision = script_args.dataset_revision or WARMSTART_HUB[1]
+    seed = countdown_args.countdown_data_seed
+    record_kwargs = dict(
+        template=countdown_args.prompt_template,
+        max_failed_tries=countdown_args.warmstart_max_failed_tries,
+        failed_trace_share=countdown_args.warmstart_failed_trace_share,
+    )
+    if name == WARMSTART_HUB:
+        revision = script_args.dataset_revision or WARMSTART_HUB_REVISION
         return DatasetDict(
-            train=Dataset.from_list(load_hub_warmstart(split="train", revision=revision)),
-            test=Dataset.from_list(load_hub_warmstart(split="test", revision=revision)),
+            {
+                split: Dataset.from_list(
+                    load_hub_warmstart(
+                        split=split, revision=revision, template=countdown_args.prompt_template
+                    )
+                )
+                for split in (script_args.dataset_train_split, script_args.dataset_test_split)
+            }
         )
-    if name == COUNTDOWN_HUB[0]:
-        # The hub tasks have no solutions: the solver writes warm-start traces for them.
-        revision = script_args.dataset_revision or COUNTDOWN_HUB[1]
-        train, test = load_hub_countdown_tasks(
-            revision=revision,
-            test_size=countdown_args.countdown_test_size,
-            seed=countdown_args.countdown_data_seed,
-        )
-        rng = random.Random(countdown_args.countdown_data_seed)
-        train = rng.sample(train, min(len(train), countdown_args.countdown_train_size))
-        kwargs = dict(
-            template=countdown_args.prompt_template,
-            max_failed_tries=countdown_args.warmstart_max_failed_tries,
-            failed_trace_share=countdown_args.warmstart_failed_trace_share,
-        )
+    if name == COUNTDOWN_HUB_ID:
+        # The hub tasks come without solutions: the solver writes the warm-start traces, and tasks it cannot
+        # solve under Stream-of-Search rules are skipped. Held-out keys stay out of training here too.
+        revision = script_args.dataset_revision or COUNTDOWN_HUB_REVISION
+        wanted = countdown_args.countdown_train_size + countdown_args.countdown_test_size
+        tasks, _ = load_hub_countdown_tasks(revision=revision, seed=seed, max_tasks=wanted * 2)
+        tasks = [t for t in tasks if t.solution]
+        train = [t for t in tasks if not is_heldout(t.target, t.nums)][: countdown_args.countdown_train_size]
+        test = [t for t in tasks if is_heldout(t.target, t.nums)][: countdown_args.countdown_test_size]
         return DatasetDict(
-            train=Dataset.from_list(build_sft_records(train, seed=countdown_args.countdown_data_seed, **kwargs)),
-            test=Dataset.from_list(build_sft_records(test, seed=countdown_args.countdown_data_seed, **kwargs)),
+            train=Dataset.from_list(build_sft_records(train, seed=seed, **record_kwargs)),
+            test=Dataset.from_list(build_sft_records(test, seed=seed + 1, **record_kwargs)),
         )
     raise ValueError(
         f"dataset_name={name!r} is not supported by the Countdown SFT recipe; leave it unset (generated tasks, "
-        f"offline) or use {WARMSTART_HUB[0]!r} or {COUNTDOWN_HUB[0]!r} (needs the hub)."
+        f"offline) or use {WARMSTART_HUB!r} or {COUNTDOWN_HUB_ID!r} (both need the hub)."
     )

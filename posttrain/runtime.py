@@ -100,12 +100,16 @@ def _jsonable(obj) -> dict:
         out = {}
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            out[f.name] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+            out[f.name] = (
+                value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+            )
         return out
     return dict(obj)
 
 
-def save_and_summarize(trainer, *, started: float, train_result, args: dict[str, Any], extra: dict | None = None):
+def save_and_summarize(
+    trainer, *, started: float, train_result, args: dict[str, Any], extra: dict | None = None
+):
     """Save model + tokenizer (with its chat template) and a `run_summary.json` next to them."""
     output_dir = trainer.args.output_dir
     # The saved generation config must stop where the chat template ends an assistant turn.
@@ -119,6 +123,8 @@ def save_and_summarize(trainer, *, started: float, train_result, args: dict[str,
         summary = {
             "output_dir": output_dir,
             "wall_time_s": round(time.time() - started, 1),
+            "num_processes": trainer.accelerator.num_processes,
+            "distributed_type": str(trainer.accelerator.distributed_type),
             "train_metrics": train_result.metrics if train_result is not None else {},
             "git_commit": git_commit(),
             "embedded_model": getattr(args.get("model"), "model_name_or_path", None) == EMBEDDED_MODEL_NAME,
@@ -150,12 +156,15 @@ def parse_recipe_args(parser, argv: list[str] | None = None):
     if "--config" in argv:
         index = argv.index("--config")
         if index + 1 >= len(argv):
-            raise SystemExit("--config needs a path to a YAML recipe, e.g. --config recipes/sft/countdown.yaml")
+            raise SystemExit(
+                "--config needs a path to a YAML recipe, e.g. --config recipes/sft/countdown.yaml"
+            )
         path = argv[index + 1]
         if not os.path.isfile(path):
             raise SystemExit(f"--config {path}: no such file")
         with open(path) as handle:
             config = yaml.safe_load(handle) or {}
+
     def unset(key: str) -> bool:
         return key not in config and not any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv)
 

@@ -52,8 +52,15 @@ def test_cli_overrides_yaml():
     module = load_recipe_module("sft")
     parsed = parse_recipe_args(
         module.make_parser(),
-        ["--config", str(REPO / "recipes/sft/countdown.yaml"), "--learning_rate", "3e-5", "--countdown_num_numbers",
-         "3", "4"],
+        [
+            "--config",
+            str(REPO / "recipes/sft/countdown.yaml"),
+            "--learning_rate",
+            "3e-5",
+            "--countdown_num_numbers",
+            "3",
+            "4",
+        ],
     )
     training = next(obj for obj in parsed if type(obj).__name__ == "SFTConfig")
     countdown = next(obj for obj in parsed if type(obj).__name__ == "CountdownArguments")

@@ -26,8 +26,12 @@ from posttrain.runtime import (
 )
 
 
-def main(script_args: ScriptArguments, countdown_args: CountdownArguments, training_args: SFTConfig,
-         model_args: ModelConfig) -> None:
+def main(
+    script_args: ScriptArguments,
+    countdown_args: CountdownArguments,
+    training_args: SFTConfig,
+    model_args: ModelConfig,
+) -> None:
     started = time.time()
     setup_logging(training_args)
     model_path = prepare_model_args(model_args, training_args)
@@ -48,7 +52,12 @@ def main(script_args: ScriptArguments, countdown_args: CountdownArguments, train
         trainer,
         started=started,
         train_result=train_result,
-        args={"script": script_args, "countdown": countdown_args, "training": training_args, "model": model_args},
+        args={
+            "script": script_args,
+            "countdown": countdown_args,
+            "training": training_args,
+            "model": model_args,
+        },
         extra={"recipe": "sft", "n_train": len(dataset[script_args.dataset_train_split])},
     )
     trainer.end()

@@ -1,0 +1,1 @@
+"""Evaluation: shared sampling (`eval.sampling`) and the Countdown benchmark (`eval.countdown`)."""
