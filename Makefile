@@ -22,6 +22,13 @@ ARGS ?=
 EVAL_SEED ?= 1234
 EVAL_TASKS ?= 200
 EVAL_ARGS ?=
+# Prompt template for training and evaluation: `compact` keeps CPU runs short; use TEMPLATE=chat (TinyZero's
+# instruction) or TEMPLATE=base (raw text, for base models without a chat template) on a GPU.
+TEMPLATE ?= compact
+# Direct solutions need few tokens; search traces on a GPU want MAX_NEW_TOKENS=512.
+MAX_NEW_TOKENS ?= 96
+EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --template $(TEMPLATE) \
+	--max_new_tokens $(MAX_NEW_TOKENS)
 
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
@@ -63,20 +70,20 @@ format: setup
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
 eval-countdown: setup
-	$(PY) -m eval.countdown --model $(MODEL) --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) \
-		--output_dir $(RUNS)/eval-countdown/$(subst /,_,$(MODEL)) $(EVAL_ARGS)
+	$(EVAL) --model $(MODEL) --output_dir $(RUNS)/eval-countdown/$(subst /,_,$(MODEL)) $(EVAL_ARGS)
 
+# Before/after on the same held-out tasks (3 numbers), plus the harder 4-number split after training.
 sft-countdown: setup
-	$(PY) -m eval.countdown --model $(MODEL) --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) \
-		--output_dir $(SFT_COUNTDOWN_DIR)/eval-before $(EVAL_ARGS)
-	$(LAUNCH) recipes/sft/run.py --config recipes/sft/countdown.yaml \
+	$(EVAL) --model $(MODEL) --output_dir $(SFT_COUNTDOWN_DIR)/eval-before $(EVAL_ARGS)
+	$(LAUNCH) recipes/sft/run.py --config recipes/sft/countdown.yaml --prompt_template $(TEMPLATE) \
 		--model_name_or_path $(MODEL) --output_dir $(SFT_COUNTDOWN_DIR)/model $(ARGS)
-	$(PY) -m eval.countdown --model $(SFT_COUNTDOWN_DIR)/model --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) \
-		--output_dir $(SFT_COUNTDOWN_DIR)/eval-after $(EVAL_ARGS)
-	$(PY) -m eval.countdown --model $(SFT_COUNTDOWN_DIR)/model --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) \
-		--num_numbers 4 --output_dir $(SFT_COUNTDOWN_DIR)/eval-after-4numbers $(EVAL_ARGS)
+	$(EVAL) --model $(SFT_COUNTDOWN_DIR)/model --output_dir $(SFT_COUNTDOWN_DIR)/eval-after $(EVAL_ARGS)
+	$(EVAL) --model $(MODEL) --num_numbers 4 --output_dir $(SFT_COUNTDOWN_DIR)/eval-before-4numbers $(EVAL_ARGS)
+	$(EVAL) --model $(SFT_COUNTDOWN_DIR)/model --num_numbers 4 \
+		--output_dir $(SFT_COUNTDOWN_DIR)/eval-after-4numbers $(EVAL_ARGS)
 	$(PY) -m eval.compare $(SFT_COUNTDOWN_DIR)/eval-before $(SFT_COUNTDOWN_DIR)/eval-after \
-		$(SFT_COUNTDOWN_DIR)/eval-after-4numbers
+		$(SFT_COUNTDOWN_DIR)/eval-before-4numbers $(SFT_COUNTDOWN_DIR)/eval-after-4numbers \
+		--markdown $(SFT_COUNTDOWN_DIR)/results.md
 
 bench: setup
 	$(PY) benchmarks/cpu_throughput.py

@@ -306,7 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="embedded", help="hub name, local folder, or 'embedded' (offline default)"
     )
     p.add_argument("--revision", default=None, help="hub revision (commit sha) of --model")
-    p.add_argument("--template", default="chat", choices=sorted(PROMPT_TEMPLATES))
+    p.add_argument(
+        "--template",
+        default=None,
+        choices=sorted(PROMPT_TEMPLATES),
+        help="prompt template; default: the one the model was trained with (its run_summary.json), else chat",
+    )
     p.add_argument(
         "--output_dir", default=None, help="default: runs/eval/countdown-<model>-<template>-<time>"
     )
@@ -345,8 +350,22 @@ def _slug(text: str) -> str:
     )
 
 
+def trained_template(model: str) -> str | None:
+    """The prompt template a recipe trained `model` with, read from its run_summary.json (None if unknown)."""
+    summary = Path(model) / "run_summary.json"
+    if not summary.is_file():
+        return None
+    try:
+        template = json.loads(summary.read_text())["args"]["countdown"]["prompt_template"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return template if template in PROMPT_TEMPLATES else None
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    if args.template is None:
+        args.template = trained_template(args.model) or "chat"
     try:
         params = SamplingParams(
             max_new_tokens=args.max_new_tokens,

@@ -42,6 +42,12 @@ class CountdownArguments:
     prompt_template: str = field(
         default="chat", metadata={"help": f"Prompt template, one of {sorted(PROMPT_TEMPLATES)}."}
     )
+    warmstart_think: bool = field(
+        default=True,
+        metadata={
+            "help": "SFT completions reason in <think> with a visible search; false: direct solutions."
+        },
+    )
     warmstart_max_failed_tries: int = field(
         default=0, metadata={"help": "SFT traces: up to this many visible failed tries before the solution."}
     )

@@ -413,8 +413,12 @@ def make_warmstart_completion(
     max_failed_tries: int = 0,
     failed_trace_share: float = 0.0,
     template: str = "chat",
+    think: bool = True,
 ) -> str:
     """Reasoning trace with visible search, ending in ``</think>\\n<answer>EXPR</answer>``.
+
+    ``think=False`` gives a direct solution instead: just ``<answer>EXPR</answer>`` (for "base", whose prompt
+    pre-seeds "<think>", the think block is closed first). Short completions train fastest on a CPU.
 
     Successful traces (probability ``1 - failed_trace_share``): 0..max_failed_tries wrong tries, each followed by
     "Let me try another way.", then the solver's path, verified against the target. Failed traces: 1..max(1,
@@ -431,6 +435,12 @@ def make_warmstart_completion(
     if plan is None:
         raise ValueError(f"task target={target} nums={list(values)} has no solution under SoS rules")
     good_steps, good_expr, _ = _replay(values, plan)
+    if not think:
+        return (
+            f"\n</think>\n<answer>{good_expr}</answer>"
+            if template == "base"
+            else f"<answer>{good_expr}</answer>"
+        )
 
     failed = rng.random() < failed_trace_share
     n_wrong = rng.randint(1, max(1, max_failed_tries)) if failed else rng.randint(0, max_failed_tries)
@@ -461,6 +471,7 @@ def build_sft_records(
     max_failed_tries: int = 0,
     failed_trace_share: float = 0.0,
     system_prompt: str | None = None,
+    think: bool = True,
 ) -> list[dict[str, Any]]:
     """TRL prompt-completion records (conversational for "chat", raw strings for "base") + target/nums."""
     conversational = is_conversational_template(template)
@@ -473,6 +484,7 @@ def build_sft_records(
             max_failed_tries=max_failed_tries,
             failed_trace_share=failed_trace_share,
             template=template,
+            think=think,
         )
         if conversational:
             completion = [{"role": "assistant", "content": completion}]

@@ -83,6 +83,7 @@ def countdown_sft_dataset(countdown_args, *, seed: int | None = None):
         template=countdown_args.prompt_template,
         max_failed_tries=countdown_args.warmstart_max_failed_tries,
         failed_trace_share=countdown_args.warmstart_failed_trace_share,
+        think=countdown_args.warmstart_think,
     )
     train_seed = data_seed if seed is None else seed
     return DatasetDict(
@@ -103,6 +104,7 @@ def load_sft_dataset(script_args, countdown_args):
         template=countdown_args.prompt_template,
         max_failed_tries=countdown_args.warmstart_max_failed_tries,
         failed_trace_share=countdown_args.warmstart_failed_trace_share,
+        think=countdown_args.warmstart_think,
     )
     if name == WARMSTART_HUB:
         revision = script_args.dataset_revision or WARMSTART_HUB_REVISION

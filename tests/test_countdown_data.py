@@ -292,7 +292,7 @@ EXPECTED_INSTRUCTION = (
 
 
 def test_prompt_templates_exact_text():
-    assert set(PROMPT_TEMPLATES) == {"chat", "base"}
+    assert set(PROMPT_TEMPLATES) == {"chat", "base", "compact"}
     expected_base = (
         "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "
         "assistant first thinks about the reasoning process in the mind and then provides the user with the "
@@ -501,3 +501,23 @@ def test_hub_loaders_with_fake_hub(monkeypatch):
     assert chat[0]["completion"] == [
         {"role": "assistant", "content": "<think>\nabc</think>\n<answer>x</answer>"}
     ]
+
+
+def test_compact_template_sends_its_short_system_prompt():
+    from posttrain.countdown import COMPACT_SYSTEM_PROMPT
+
+    messages = make_prompt([44, 19, 35], 98, "compact")
+    assert messages[0] == {"role": "system", "content": COMPACT_SYSTEM_PROMPT}
+    assert messages[1]["content"].startswith("Numbers: [44, 19, 35]\nTarget: 98\n")
+
+
+def test_direct_solutions_have_no_think_block_and_are_correct():
+    from rewards.countdown import score
+
+    tasks = generate_tasks(50, seed=9)
+    for task in tasks:
+        chat = make_warmstart_completion(task, rng=random.Random(0), think=False)
+        assert chat.startswith("<answer>") and chat.endswith("</answer>") and "<think>" not in chat
+        assert score(chat, task.target, list(task.nums)) == 1.0
+        base = make_warmstart_completion(task, rng=random.Random(0), think=False, template="base")
+        assert base.startswith("\n</think>\n<answer>")
