@@ -305,7 +305,7 @@ def test_prompt_templates_exact_text():
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": EXPECTED_INSTRUCTION},
     ]
-    with pytest.raises(ValueError, match=r"valid names: \['base', 'chat'\]"):
+    with pytest.raises(ValueError, match=r"valid names: \['base', 'chat', 'compact'\]"):
         make_prompt([1, 2], 3, template="nope")
     with pytest.raises(ValueError, match="system_prompt"):
         make_prompt([1, 2], 3, template="base", system_prompt="x")
