@@ -37,8 +37,8 @@ def _row(path: str, summary: dict) -> list[str]:
         value = summary.get(key)
         return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
-    tasks = summary.get("tasks") or {}
-    numbers = tasks.get("num_numbers", summary.get("num_numbers", "-")) if isinstance(tasks, dict) else "-"
+    source = summary.get("task_source") or {}
+    numbers = source.get("num_numbers", "-") if isinstance(source, dict) else "-"
     return [
         Path(path).name if Path(path).is_dir() else Path(path).parent.name,
         str(summary.get("model", "-")),
@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         table.add_column(col)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: don't squeeze the table into 80 columns
+        console = Console(width=140)
+    console.print(table)
     if args.markdown:
         atomic_write_text(args.markdown, to_markdown(rows))
 
