@@ -172,16 +172,12 @@ def test_solve_is_exhaustive_and_correct_on_random_cases():
                 assert evaluate(f"{a} {op} {b}")[0] == c and c >= 0
 
 
-def test_solve_is_deterministic_and_fast():
-    import time
-
+def test_solve_is_deterministic():
+    # Speed is measured in benchmarks/, not asserted here.
     cd._search.cache_clear()
     rng = random.Random(7)
     cases = [([rng.randint(1, 99) for _ in range(4)], rng.randint(1, 100)) for _ in range(100)]
-    start = time.perf_counter()
     first = [solve(n, t) for n, t in cases]
-    per_solve = (time.perf_counter() - start) / len(cases)
-    assert per_solve < 0.01  # measured ~0.3 ms; loose bound for slow shared CI cores
     cd._search.cache_clear()
     assert [solve(n, t) for n, t in cases] == first
 
