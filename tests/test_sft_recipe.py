@@ -58,7 +58,7 @@ def test_sft_trains_saves_and_resumes(tiny_model_dir: Path, tmp_path: Path):
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["recipe"] == "sft" and summary["n_train"] == 16
     assert summary["train_metrics"]["train_loss"] > 0
-    assert summary["args"]["countdown"]["prompt_template"] == "chat"
+    assert summary["args"]["countdown"]["prompt_template"] == "compact"  # from recipes/sft/countdown.yaml
 
     # The same command with a larger budget continues from checkpoint-2 instead of starting over.
     proc = run([sys.executable, str(SFT), *sft_args(tiny_model_dir, out, max_steps=3)])
