@@ -25,9 +25,8 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from numbers import Integral
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 from eval.sampling import BACKENDS, SamplingParams, generate, load_hf_model, render_prompts, resolve_backend
 from posttrain.countdown import PROMPT_TEMPLATES, CountdownTask, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, HELDOUT_PERCENT, heldout_tasks
+from posttrain.io import atomic_write_text
 from rewards.countdown import score
 
 BASE_SEED_SUFFIX = "<think>"  # the "base" template pre-seeds the completion with this
@@ -123,21 +123,6 @@ def _ks(k: int | Sequence[int], n: int) -> list[int]:
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, lines: Iterable[str]) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _model_label(model: Any, label: str | None) -> str:
@@ -258,9 +243,11 @@ def evaluate_countdown(
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "samples.jsonl", (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(
+            out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        )
         summary["samples_path"] = str(out / "samples.jsonl")
-        _atomic_write(out / "summary.json", [json.dumps(summary, indent=2) + "\n"])
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if print_table:
         print_summary(summary)
     return summary

@@ -71,25 +71,30 @@ def train_tasks(n_train: int, *, seed: int = DEFAULT_TASK_SEED, **gen_kwargs) ->
     )
 
 
-def countdown_sft_dataset(countdown_args, *, seed: int | None = None):
-    """A `datasets.DatasetDict` (train/test) of Countdown prompt-completion records built offline."""
+def _sft_splits(train: list[CountdownTask], test: list[CountdownTask], countdown_args):
+    """Train/test `DatasetDict` of prompt-completion records, traces shaped by the `warmstart_*` arguments."""
     from datasets import Dataset, DatasetDict
 
-    gen = countdown_args.generator_kwargs()
-    data_seed = countdown_args.countdown_data_seed
-    test = heldout_tasks(countdown_args.countdown_test_size, seed=data_seed, **gen)
-    train = train_tasks(countdown_args.countdown_train_size, seed=data_seed, **gen)
+    seed = countdown_args.countdown_data_seed
     record_kwargs = dict(
         template=countdown_args.prompt_template,
         max_failed_tries=countdown_args.warmstart_max_failed_tries,
         failed_trace_share=countdown_args.warmstart_failed_trace_share,
         think=countdown_args.warmstart_think,
     )
-    train_seed = data_seed if seed is None else seed
     return DatasetDict(
-        train=Dataset.from_list(build_sft_records(train, seed=train_seed, **record_kwargs)),
-        test=Dataset.from_list(build_sft_records(test, seed=train_seed + 1, **record_kwargs)),
+        train=Dataset.from_list(build_sft_records(train, seed=seed, **record_kwargs)),
+        test=Dataset.from_list(build_sft_records(test, seed=seed + 1, **record_kwargs)),
     )
+
+
+def countdown_sft_dataset(countdown_args):
+    """A `datasets.DatasetDict` (train/test) of Countdown prompt-completion records built offline."""
+    gen = countdown_args.generator_kwargs()
+    seed = countdown_args.countdown_data_seed
+    test = heldout_tasks(countdown_args.countdown_test_size, seed=seed, **gen)
+    train = train_tasks(countdown_args.countdown_train_size, seed=seed, **gen)
+    return _sft_splits(train, test, countdown_args)
 
 
 def load_sft_dataset(script_args, countdown_args):
@@ -99,13 +104,6 @@ def load_sft_dataset(script_args, countdown_args):
     name = script_args.dataset_name
     if not name or name == "countdown":
         return countdown_sft_dataset(countdown_args)
-    seed = countdown_args.countdown_data_seed
-    record_kwargs = dict(
-        template=countdown_args.prompt_template,
-        max_failed_tries=countdown_args.warmstart_max_failed_tries,
-        failed_trace_share=countdown_args.warmstart_failed_trace_share,
-        think=countdown_args.warmstart_think,
-    )
     if name == WARMSTART_HUB:
         revision = script_args.dataset_revision or WARMSTART_HUB_REVISION
         return DatasetDict(
@@ -123,14 +121,13 @@ def load_sft_dataset(script_args, countdown_args):
         # solve under Stream-of-Search rules are skipped. Held-out keys stay out of training here too.
         revision = script_args.dataset_revision or COUNTDOWN_HUB_REVISION
         wanted = countdown_args.countdown_train_size + countdown_args.countdown_test_size
-        tasks, _ = load_hub_countdown_tasks(revision=revision, seed=seed, max_tasks=wanted * 2)
+        tasks, _ = load_hub_countdown_tasks(
+            revision=revision, seed=countdown_args.countdown_data_seed, max_tasks=wanted * 2
+        )
         tasks = [t for t in tasks if t.solution]
         train = [t for t in tasks if not is_heldout(t.target, t.nums)][: countdown_args.countdown_train_size]
         test = [t for t in tasks if is_heldout(t.target, t.nums)][: countdown_args.countdown_test_size]
-        return DatasetDict(
-            train=Dataset.from_list(build_sft_records(train, seed=seed, **record_kwargs)),
-            test=Dataset.from_list(build_sft_records(test, seed=seed + 1, **record_kwargs)),
-        )
+        return _sft_splits(train, test, countdown_args)
     raise ValueError(
         f"dataset_name={name!r} is not supported by the Countdown SFT recipe; leave it unset (generated tasks, "
         f"offline) or use {WARMSTART_HUB!r} or {COUNTDOWN_HUB_ID!r} (both need the hub)."
