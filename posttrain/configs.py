@@ -21,6 +21,20 @@ class ScriptArguments(TrlScriptArguments):
         default=None,
         metadata={"help": "Pinned hub revision for `dataset_name` (defaults to the project's pin)."},
     )
+    dataset_max_train_rows: int | None = field(
+        default=None, metadata={"help": "Use at most this many training rows (None: all)."}
+    )
+    dataset_max_test_rows: int | None = field(
+        default=None, metadata={"help": "Use at most this many test rows (None: all)."}
+    )
+
+    def __post_init__(self) -> None:
+        if hasattr(super(), "__post_init__"):
+            super().__post_init__()
+        for name in ("dataset_max_train_rows", "dataset_max_test_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or unset, got {value}.")
 
 
 @dataclass

@@ -1,0 +1,133 @@
+"""Offline fixtures in the hub schemas, their validation errors, and the hub/fixture source choice."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from posttrain import chat_data
+from posttrain.chat_data import (
+    FIXTURE_NAME,
+    SMOLTALK_SPLITS,
+    ULTRAFEEDBACK_SPLITS,
+    DatasetSchemaError,
+    load_smoltalk,
+    load_ultrafeedback,
+    smoltalk_fixture_rows,
+    ultrafeedback_fixture_rows,
+    ultrafeedback_prompts,
+    validate_smoltalk_rows,
+    validate_ultrafeedback_rows,
+)
+
+UF_COLUMNS = {"prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected"}
+
+
+def test_smoltalk_fixture_schema_and_multi_turn():
+    ds = load_smoltalk(FIXTURE_NAME, "train")
+    assert set(ds.column_names) == {"messages", "source"}
+    assert len(ds) == SMOLTALK_SPLITS["train"]
+    n_assistant = [sum(m["role"] == "assistant" for m in row["messages"]) for row in ds]
+    assert max(n_assistant) >= 2, "the fixture must contain multi-turn conversations"
+    assert any(row["messages"][0]["role"] == "system" for row in ds)
+
+
+@pytest.mark.parametrize("split", sorted(ULTRAFEEDBACK_SPLITS))
+def test_ultrafeedback_fixture_schema(split):
+    ds = load_ultrafeedback(FIXTURE_NAME, split, max_rows=50)
+    assert set(ds.column_names) == UF_COLUMNS
+    assert len(ds) == 50
+    row = ds[0]
+    assert row["chosen"][0] == {"role": "user", "content": row["prompt"]}
+    assert row["chosen"][-1]["role"] == "assistant" and row["rejected"][-1]["role"] == "assistant"
+    assert row["messages"] == row["chosen"]
+    assert all(c > r for c, r in zip(ds["score_chosen"], ds["score_rejected"], strict=True))
+
+
+def test_fixture_is_deterministic_and_train_test_disjoint():
+    assert ultrafeedback_fixture_rows("train_prefs") == ultrafeedback_fixture_rows("train_prefs")
+    train = {r["prompt"] for r in ultrafeedback_fixture_rows("train_prefs")}
+    test = {r["prompt"] for r in ultrafeedback_fixture_rows("test_prefs")}
+    assert not train & test
+    chat_train = {
+        m["content"] for r in smoltalk_fixture_rows("train") for m in r["messages"] if m["role"] == "user"
+    }
+    chat_test = {
+        m["content"] for r in smoltalk_fixture_rows("test") for m in r["messages"] if m["role"] == "user"
+    }
+    assert not chat_train & chat_test
+
+
+def test_fixture_answers_are_right():
+    for row in ultrafeedback_fixture_rows("test_prefs"):
+        prompt, chosen = row["prompt"], row["chosen"][-1]["content"]
+        if prompt.startswith("What is ") and prompt[8].isdigit():
+            a, op, b = prompt[len("What is ") : -1].split()
+            value = {"+": int(a) + int(b), "-": int(a) - int(b), "×": int(a) * int(b)}[op]
+            assert chosen.endswith(f"= {value}.")
+            assert row["rejected"][-1]["content"] != chosen
+
+
+def test_prompts_are_unique_and_limited():
+    prompts = ultrafeedback_prompts(FIXTURE_NAME, "test_prefs", n=20)
+    assert len(prompts) == 20 == len(set(prompts))
+    with pytest.raises(ValueError, match="n must be"):
+        ultrafeedback_prompts(FIXTURE_NAME, n=0)
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda r: r["chosen"].pop(), "chosen"),
+        (lambda r: r["rejected"][1].update(role="robot"), "rejected[1].role"),
+        (lambda r: r["chosen"][1].update(content=None), "chosen[1].content"),
+        (lambda r: r.update(prompt=""), "prompt"),
+        (lambda r: r.pop("rejected"), "rejected"),
+        (lambda r: r.update(score_chosen="high"), "score_chosen"),
+    ],
+)
+def test_ultrafeedback_errors_name_row_and_field(mutate, field):
+    rows = copy.deepcopy(ultrafeedback_fixture_rows("test_prefs")[:5])
+    mutate(rows[3])
+    with pytest.raises(DatasetSchemaError) as err:
+        validate_ultrafeedback_rows(rows, split="test_prefs")
+    message = str(err.value)
+    assert "ultrafeedback_binarized" in message and "row 3" in message and f"'{field}'" in message
+
+
+def test_smoltalk_errors_name_row_and_field():
+    rows = copy.deepcopy(smoltalk_fixture_rows("test")[:4])
+    rows[2]["messages"].insert(1, {"role": "system", "content": "late system prompt"})
+    with pytest.raises(DatasetSchemaError, match=r"row 2: field 'messages\[1\]\.role'"):
+        validate_smoltalk_rows(rows, split="test")
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "again"}]}]
+    with pytest.raises(DatasetSchemaError, match="turns alternate"):
+        validate_smoltalk_rows(rows, split="train")
+
+
+def test_unknown_split_and_dataset_name():
+    with pytest.raises(ValueError, match="no split 'validation'"):
+        load_smoltalk(FIXTURE_NAME, "validation")
+    with pytest.raises(ValueError, match="dataset_name='someone/else'"):
+        load_ultrafeedback("someone/else")
+
+
+def test_hub_name_falls_back_to_fixture_when_offline(monkeypatch, caplog):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not chat_data.hub_reachable()
+    with caplog.at_level("WARNING", logger="posttrain"):
+        ds = load_ultrafeedback(None, "test_prefs", max_rows=3)
+    assert len(ds) == 3 and "offline fixture" in caplog.text
+
+
+def test_hub_is_used_when_reachable(monkeypatch):
+    calls = []
+    monkeypatch.setattr(chat_data, "hub_reachable", lambda timeout_s=3.0: True)
+    monkeypatch.setattr(
+        chat_data,
+        "_load_hub",
+        lambda hub_id, split, revision, max_rows: calls.append((hub_id, revision)) or [],
+    )
+    load_ultrafeedback(chat_data.ULTRAFEEDBACK_HUB_ID, "test_prefs")
+    assert calls == [(chat_data.ULTRAFEEDBACK_HUB_ID, chat_data.ULTRAFEEDBACK_REVISION)]
