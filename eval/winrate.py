@@ -1,0 +1,650 @@
+"""Win rate of a policy against a reference model, judged by a reward endpoint (Nemotron-70B-Reward or local).
+
+    python -m eval.winrate --model runs/dpo-ultrafeedback/model --reference Qwen/Qwen2.5-0.5B-Instruct \\
+        --reward_url https://integrate.api.nvidia.com/v1 --reward_model nvidia/llama-3.1-nemotron-70b-reward \\
+        --api_key_env NVIDIA_API_KEY
+    python -m eval.winrate --model embedded --reference embedded --serve_rm runs/rm-ultrafeedback/model  # offline
+    make serve-reward RM=...   # then, in another terminal:   make eval-winrate MODEL=... REFERENCE=...
+
+For every prompt, the policy and the reference answer it (`eval.sampling.generate`, the same sampling settings
+for both; the chat template of each model is applied to ``[{"role": "user", "content": prompt}]``). Each
+answer is scored by the endpoint as the plain conversation ``[user prompt, assistant response]``, and the
+prompt is a win when the policy's reward is strictly higher, a loss when lower, a tie when equal.
+
+Reported (``summary.json``, also printed): win rate = wins / scored prompts with its 95% Wilson interval, the
+ties (and the win rate counting a tie as half a win), the mean rewards, how many conversations were truncated
+to the endpoint's token limit, the request statistics, and every failed item with its error. A response the
+endpoint answers unreadably is retried and, if it stays unreadable, listed as failed: never scored as 0.
+``results.jsonl`` has one line per prompt. Both files are written atomically and carry the sampling
+parameters, seed, model revisions and the git commit.
+
+Costs are paid once: generations are cached in ``<output_dir>/generations/`` (keyed by model, revision,
+sampling parameters and prompts) and rewards in an append-only cache keyed by (endpoint model, messages)
+(``--reward_cache``), so re-running the same command after a crash, a kill or a partial failure only does the
+missing work. The API key is read from the environment variable named by ``--api_key_env`` and is never
+printed or saved.
+
+Offline: the prompts default to the UltraFeedback test prompts (the project's fixture when the hub is
+unreachable), the reference falls back from ``Qwen/Qwen2.5-0.5B-Instruct`` to ``embedded`` when that model is
+neither cached nor downloadable (recorded as ``reference_fallback``), and ``--serve_rm`` starts the local reward
+server (`eval.reward_server`) inside the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from eval.reward_client import (  # noqa: F401 (parse_reward and RewardParseError are part of this API)
+    RewardClient,
+    RewardEndpointError,
+    RewardParseError,
+    parse_reward,
+    redact_url,
+)
+from eval.sampling import BACKENDS, SamplingParams, generate, resolve_backend
+from posttrain.io import atomic_write_json, atomic_write_jsonl
+
+logger = logging.getLogger("eval.winrate")
+
+DEFAULT_REFERENCE = "Qwen/Qwen2.5-0.5B-Instruct"
+DEFAULT_PROMPTS = "HuggingFaceH4/ultrafeedback_binarized"
+DEFAULT_REWARD_URL = "http://127.0.0.1:8000/v1"
+NEMOTRON_MAX_TOKENS = 4096  # Llama-3.1-Nemotron-70B-Reward's documented conversation limit
+Z95 = 1.959963984540054
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------------------
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default); (0, 1) when n == 0."""
+    if not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def outcome(policy: float | None, reference: float | None) -> str:
+    if policy is None or reference is None:
+        return "failed"
+    return "win" if policy > reference else "loss" if policy < reference else "tie"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Prompts
+# ----------------------------------------------------------------------------------------------------------
+
+
+def prompt_id(prompt: str) -> str:
+    """sha256 of the prompt text, the convention of ultrafeedback_binarized's ``prompt_id``."""
+    return hashlib.sha256(prompt.encode()).hexdigest()
+
+
+def _prompts_from_file(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".txt":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    if path.suffix == ".json":
+        rows = json.loads(text)
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: expected a JSON list of strings or of objects with a 'prompt' field")
+    else:
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {lineno}: invalid JSON ({exc.msg})") from None
+    prompts = []
+    for i, row in enumerate(rows):
+        prompt = row.get("prompt") if isinstance(row, dict) else row
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(
+                f"{path}: row {i}: needs a non-empty string 'prompt' (or be one), got {row!r:.80}"
+            )
+        prompts.append(prompt)
+    return prompts
+
+
+def load_prompt_set(
+    source: str | None, *, split: str = "test_prefs", n: int | None = None, revision: str | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """Prompts and a description of where they came from.
+
+    ``source``: a file (``.jsonl``/``.json`` rows with a ``prompt`` field, or ``.txt`` one prompt per line),
+    ``"fixture"``, ``HuggingFaceH4/ultrafeedback_binarized`` (default; the fixture when the hub is unreachable),
+    or another hub dataset with a ``prompt`` column. Duplicates are dropped, order is kept, then the first
+    ``n`` are taken.
+    """
+    from posttrain import chat_data
+
+    if n is not None and n < 1:
+        raise ValueError(f"the number of prompts must be >= 1, got {n}")
+    source = source or DEFAULT_PROMPTS
+    path = Path(source)
+    if path.is_file():
+        prompts = _prompts_from_file(path)
+        info: dict[str, Any] = {
+            "file": str(path.resolve()),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+    elif source in (chat_data.FIXTURE_NAME, chat_data.ULTRAFEEDBACK_HUB_ID):
+        resolved = chat_data.resolve_source(source, chat_data.ULTRAFEEDBACK_HUB_ID)
+        prompts = chat_data.ultrafeedback_prompts(resolved, split, revision=revision)
+        info = {
+            "dataset": resolved,
+            "split": split,
+            "revision": None
+            if resolved == chat_data.FIXTURE_NAME
+            else revision or chat_data.ULTRAFEEDBACK_REVISION,
+        }
+    elif "/" in source and not source.startswith((".", "/")) and source.count("/") == 1:
+        from datasets import load_dataset
+
+        try:
+            ds = load_dataset(source, split=split, revision=revision)
+        except Exception as exc:
+            raise ValueError(
+                f"prompt set {source!r} is neither a file nor a loadable hub dataset ({type(exc).__name__}: {exc})"
+            ) from None
+        if "prompt" not in ds.column_names:
+            raise ValueError(
+                f"hub dataset {source} [{split}] has no 'prompt' column (columns: {ds.column_names})"
+            )
+        prompts = [p for p in ds["prompt"] if isinstance(p, str) and p.strip()]
+        info = {"dataset": source, "split": split, "revision": revision}
+    else:
+        raise ValueError(
+            f"prompt set {source!r}: no such file, and not a hub dataset id; pass a .jsonl/.json/.txt file, "
+            f"'fixture' or a hub dataset such as {DEFAULT_PROMPTS}"
+        )
+    unique = list(dict.fromkeys(prompts))
+    if n is not None:
+        unique = unique[:n]
+    if not unique:
+        raise ValueError(f"prompt set {source!r} holds no prompts")
+    info["n_prompts"] = len(unique)
+    return unique, info
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Models and generation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def resolve_reference(name: str) -> tuple[str, bool]:
+    """``(model, fell_back)``: the named reference, or ``embedded`` when it is neither local nor reachable."""
+    from posttrain.chat_data import hub_reachable
+    from posttrain.models import EMBEDDED_MODEL_NAME
+
+    if name == EMBEDDED_MODEL_NAME or Path(name).exists():
+        return name, False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:
+        cached = False
+    if cached or hub_reachable():
+        return name, False
+    logger.warning(
+        "reference %s is not in the local cache and the hub is unreachable: using the embedded model as the "
+        "reference instead (recorded as reference_fallback in summary.json). Pass --reference to choose.",
+        name,
+    )
+    return EMBEDDED_MODEL_NAME, True
+
+
+def _generation_spec(
+    model: str, revision: str | None, params: SamplingParams, backend: str, prompts: list[str]
+):
+    spec = {
+        "model": model,
+        "revision": revision,
+        "sampling": params.to_dict()
+        | {"batch_size": None},  # batch size does not change greedy outputs' intent
+        "backend": backend,
+        "prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
+    }
+    return spec, hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def generate_responses(
+    model: str,
+    prompts: list[str],
+    params: SamplingParams,
+    *,
+    revision: str | None,
+    backend: str,
+    cache_dir: Path | None,
+    progress: bool = True,
+) -> tuple[list[str], bool]:
+    """One response per prompt (chat template applied), reused from ``cache_dir`` when the spec matches."""
+    chosen = resolve_backend(backend, model)
+    spec, digest = _generation_spec(model, revision, params, chosen, prompts)
+    path = cache_dir / f"{digest}.json" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("spec") == spec and len(saved.get("responses", [])) == len(prompts):
+                logger.info("reusing %d generations of %s from %s", len(prompts), model, path)
+                return [str(r) for r in saved["responses"]], True
+        except (json.JSONDecodeError, AttributeError):
+            logger.warning("ignoring unreadable generation cache %s", path)
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    outputs = generate(model, conversations, params, backend=chosen, revision=revision, progress=progress)
+    responses = [outs[0] for outs in outputs]
+    if path is not None:
+        atomic_write_json(path, {"spec": spec, "responses": responses})
+    return responses, False
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Truncation to the endpoint's limit
+# ----------------------------------------------------------------------------------------------------------
+
+
+def truncate_pair(prompt: str, response: str, tokenizer: Any, budget: int) -> tuple[str, str, bool]:
+    """Cut ``prompt + response`` to at most ``budget`` tokens: the response first, the prompt only if it alone
+    takes more than half. Returns the texts and whether anything was cut."""
+    p_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    r_ids = tokenizer.encode(response, add_special_tokens=False)
+    if len(p_ids) + len(r_ids) <= budget:
+        return prompt, response, False
+    if len(p_ids) > budget // 2:
+        keep_prompt = max(budget // 2, budget - len(r_ids))
+        if len(p_ids) > keep_prompt:
+            prompt = tokenizer.decode(p_ids[:keep_prompt], skip_special_tokens=False)
+            p_ids = p_ids[:keep_prompt]
+    keep_response = max(0, budget - len(p_ids))
+    if len(r_ids) > keep_response:
+        response = tokenizer.decode(r_ids[:keep_response], skip_special_tokens=False)
+    return prompt, response, True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def evaluate_winrate(
+    *,
+    model: str,
+    reference: str,
+    prompts: list[str],
+    prompt_source: dict[str, Any],
+    client: RewardClient,
+    params: SamplingParams,
+    output_dir: str | os.PathLike[str],
+    model_revision: str | None = None,
+    reference_revision: str | None = None,
+    reference_fallback: bool = False,
+    backend: str = "auto",
+    concurrency: int = 8,
+    max_reward_tokens: int = NEMOTRON_MAX_TOKENS,
+    reward_token_margin: int = 64,
+    count_tokenizer: str | None = None,
+    responses: dict[str, list[str]] | None = None,
+    progress: bool = True,
+    print_table: bool = True,
+) -> dict[str, Any]:
+    """Generate (or reuse), score, write ``results.jsonl`` and ``summary.json``; return the summary.
+
+    ``responses`` (``{"policy": [...], "reference": [...]}``) skips generation, for callers that already
+    hold the answers.
+    """
+    from posttrain.models import load_tokenizer
+    from posttrain.runtime import git_commit
+
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    budget = max_reward_tokens - reward_token_margin
+    if budget < 16:
+        raise ValueError(
+            f"max_reward_tokens ({max_reward_tokens}) minus reward_token_margin ({reward_token_margin}) leaves "
+            f"{budget} tokens for prompt and response; raise the limit or lower the margin"
+        )
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    reused: dict[str, bool] = {}
+    if responses is None:
+        responses = {}
+        for role, name, revision in (
+            ("policy", model, model_revision),
+            ("reference", reference, reference_revision),
+        ):
+            responses[role], reused[role] = generate_responses(
+                name,
+                prompts,
+                params,
+                revision=revision,
+                backend=backend,
+                cache_dir=out / "generations",
+                progress=progress,
+            )
+    for role in ("policy", "reference"):
+        if len(responses[role]) != len(prompts):
+            raise ValueError(f"{role}: {len(responses[role])} responses for {len(prompts)} prompts")
+    gen_seconds = time.perf_counter() - started
+
+    # Token counting for the endpoint's limit: the endpoint's own tokenizer is rarely available (Nemotron's is
+    # Llama 3.1's), so a stand-in counts; the margin absorbs the difference and the chat markup.
+    tokenizer = load_tokenizer(count_tokenizer or model)
+    conversations: dict[str, list[list[dict[str, str]]]] = {}
+    truncated: dict[str, list[bool]] = {}
+    for role in ("policy", "reference"):
+        conversations[role], truncated[role] = [], []
+        for prompt, response in zip(prompts, responses[role], strict=True):
+            p, r, cut = truncate_pair(prompt, response, tokenizer, budget)
+            conversations[role].append([{"role": "user", "content": p}, {"role": "assistant", "content": r}])
+            truncated[role].append(cut)
+
+    # Score each distinct conversation once (identical answers of policy and reference are one request).
+    jobs = {json.dumps(c, sort_keys=True): c for role in conversations for c in conversations[role]}
+    score_started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = dict(zip(jobs, pool.map(client.score, jobs.values()), strict=True))
+    score_seconds = time.perf_counter() - score_started
+
+    rows, failed = [], []
+    counts = {"win": 0, "loss": 0, "tie": 0, "failed": 0}
+    sums = {"policy": 0.0, "reference": 0.0}
+    for i, prompt in enumerate(prompts):
+        res = {role: results[json.dumps(conversations[role][i], sort_keys=True)] for role in conversations}
+        result = outcome(res["policy"].score, res["reference"].score)
+        counts[result] += 1
+        if result != "failed":
+            sums["policy"] += res["policy"].score
+            sums["reference"] += res["reference"].score
+        errors = {role: res[role].error for role in res if res[role].score is None}
+        for role, error in errors.items():
+            failed.append({"index": i, "prompt_id": prompt_id(prompt), "role": role, "error": error})
+        rows.append(
+            {
+                "index": i,
+                "prompt_id": prompt_id(prompt),
+                "prompt": prompt,
+                "policy_response": responses["policy"][i],
+                "reference_response": responses["reference"][i],
+                "policy_reward": res["policy"].score,
+                "reference_reward": res["reference"].score,
+                "outcome": result,
+                "policy_truncated": truncated["policy"][i],
+                "reference_truncated": truncated["reference"][i],
+                "errors": errors or None,
+            }
+        )
+
+    scored = counts["win"] + counts["loss"] + counts["tie"]
+    low, high = wilson_interval(counts["win"], scored)
+    summary: dict[str, Any] = {
+        "task": "winrate",
+        "model": model,
+        "model_revision": model_revision,
+        "reference": reference,
+        "reference_revision": reference_revision,
+        "reference_fallback": reference_fallback,
+        "reward_endpoint": redact_url(client.base_url),
+        "reward_model": client.model,
+        "prompt_source": prompt_source,
+        "n_prompts": len(prompts),
+        "n_scored": scored,
+        "n_failed": counts["failed"],
+        "wins": counts["win"],
+        "losses": counts["loss"],
+        "ties": counts["tie"],
+        "win_rate": counts["win"] / scored if scored else None,
+        "win_rate_ci95": [low, high] if scored else None,
+        "win_rate_ties_half": (counts["win"] + 0.5 * counts["tie"]) / scored if scored else None,
+        "mean_policy_reward": sums["policy"] / scored if scored else None,
+        "mean_reference_reward": sums["reference"] / scored if scored else None,
+        "truncated": {role: sum(truncated[role]) for role in truncated},
+        "max_reward_tokens": max_reward_tokens,
+        "reward_token_margin": reward_token_margin,
+        "count_tokenizer": count_tokenizer or model,
+        "requests": client.stats.to_dict() | {"distinct_conversations": len(jobs)},
+        "generations_reused": reused,
+        "sampling": params.to_dict(),
+        "seed": params.seed,
+        "backend": resolve_backend(backend, model),
+        "git_commit": git_commit(),
+        "generation_seconds": round(gen_seconds, 3),
+        "scoring_seconds": round(score_seconds, 3),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "results_path": str(out / "results.jsonl"),
+        "failed": failed,
+    }
+    atomic_write_jsonl(out / "results.jsonl", rows)
+    atomic_write_json(out / "summary.json", summary)
+    if print_table:
+        print_summary(summary)
+    return summary
+
+
+def format_win_rate(summary: dict[str, Any]) -> str:
+    if summary.get("win_rate") is None:
+        return "win rate: n/a (nothing scored)"
+    low, high = summary["win_rate_ci95"]
+    return (
+        f"win rate {summary['win_rate']:.3f} [95% CI {low:.3f}, {high:.3f}] over {summary['n_scored']} prompts "
+        f"(wins {summary['wins']}, ties {summary['ties']}, losses {summary['losses']}; "
+        f"ties as half: {summary['win_rate_ties_half']:.3f})"
+    )
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"Win rate: {summary['model']} vs {summary['reference']} (judge {summary['reward_model']})"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if summary["win_rate"] is not None:
+        low, high = summary["win_rate_ci95"]
+        table.add_row("win rate [95% Wilson]", f"{summary['win_rate']:.3f} [{low:.3f}, {high:.3f}]")
+        table.add_row("win rate, ties as half", f"{summary['win_rate_ties_half']:.3f}")
+        table.add_row(
+            "mean reward policy / reference",
+            f"{summary['mean_policy_reward']:.3f} / {summary['mean_reference_reward']:.3f}",
+        )
+    table.add_row("wins / ties / losses", f"{summary['wins']} / {summary['ties']} / {summary['losses']}")
+    table.add_row("scored / failed", f"{summary['n_scored']} / {summary['n_failed']}")
+    table.add_row(
+        "truncated policy / reference",
+        f"{summary['truncated']['policy']} / {summary['truncated']['reference']}",
+    )
+    req = summary["requests"]
+    table.add_row(
+        "requests (retries) / cache hits", f"{req['requests']} ({req['retries']}) / {req['cache_hits']}"
+    )
+    table.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
+    console = Console(file=sys.stdout)
+    if not console.is_terminal:
+        console = Console(file=sys.stdout, width=120)
+    console.print(table)
+    print(format_win_rate(summary))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    """``runs/dpo-ultrafeedback/model`` -> ``dpo-ultrafeedback``; ``Qwen/Qwen2.5-0.5B`` -> ``Qwen_Qwen2.5-0.5B``."""
+    parts = [p for p in text.strip("/").split("/") if p not in ("", ".", "runs", "model")] or ["model"]
+    return "_".join("".join(c if c.isalnum() or c in "-." else "-" for c in p) for p in parts)[-60:]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m eval.winrate",
+        description="Win rate of a policy against a reference model, judged by an OpenAI-compatible reward "
+        "endpoint (Nemotron-70B-Reward format).",
+    )
+    p.add_argument("--model", default="embedded", help="the policy: hub name, local folder or 'embedded'")
+    p.add_argument("--model_revision", default=None)
+    p.add_argument(
+        "--reference", default=DEFAULT_REFERENCE, help=f"default {DEFAULT_REFERENCE} (embedded offline)"
+    )
+    p.add_argument("--reference_revision", default=None)
+    p.add_argument(
+        "--prompts", default=DEFAULT_PROMPTS, help="file (.jsonl/.json/.txt), 'fixture' or hub dataset"
+    )
+    p.add_argument("--prompts_split", default="test_prefs")
+    p.add_argument("--prompts_revision", default=None)
+    p.add_argument("--n_prompts", type=int, default=None, help="first N prompts (default: all)")
+    p.add_argument("--output_dir", default=None, help="default: <output_root>/<model>-vs-<reference>")
+    p.add_argument("--output_root", default="runs/winrate")
+    r = p.add_argument_group("reward endpoint")
+    r.add_argument(
+        "--reward_url", default=DEFAULT_REWARD_URL, help="OpenAI-compatible base URL (ends in /v1)"
+    )
+    r.add_argument(
+        "--reward_model", default="auto", help="model id at the endpoint; auto: the first of /v1/models"
+    )
+    r.add_argument(
+        "--api_key_env", default="REWARD_API_KEY", help="env variable holding the key (never logged)"
+    )
+    r.add_argument(
+        "--serve_rm", default=None, help="start the local reward server on this RM folder for the run"
+    )
+    r.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
+    r.add_argument("--max_retries", type=int, default=5)
+    r.add_argument("--timeout_s", type=float, default=60.0, help="per request")
+    r.add_argument("--backoff_s", type=float, default=1.0, help="first retry wait; doubles each retry")
+    r.add_argument(
+        "--max_reward_tokens",
+        type=int,
+        default=None,
+        help=f"endpoint token limit (default: the server's max_model_len, else {NEMOTRON_MAX_TOKENS})",
+    )
+    r.add_argument("--reward_token_margin", type=int, default=64, help="tokens kept free for chat markup")
+    r.add_argument(
+        "--count_tokenizer", default=None, help="tokenizer that counts toward the limit (default: --model)"
+    )
+    r.add_argument("--reward_cache", default="runs/reward-cache/scores.jsonl", help="'' disables the cache")
+    s = p.add_argument_group("sampling (the same for policy and reference)")
+    s.add_argument("--max_new_tokens", type=int, default=256)
+    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    s.add_argument("--top_p", type=float, default=1.0)
+    s.add_argument("--top_k", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch_size", type=int, default=None)
+    s.add_argument("--backend", default="auto", choices=BACKENDS)
+    s.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("httpx", "httpx2", "openai"):  # one INFO line per request otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
+    server = None
+    try:
+        params = SamplingParams(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            n=1,
+            seed=args.seed,
+            batch_size=args.batch_size,
+        )
+        if args.concurrency < 1 or args.max_retries < 0:
+            raise ValueError("--concurrency must be >= 1 and --max_retries >= 0")
+        prompts, source = load_prompt_set(
+            args.prompts, split=args.prompts_split, n=args.n_prompts, revision=args.prompts_revision
+        )
+        reference, fell_back = resolve_reference(args.reference)
+        base_url = args.reward_url
+        if args.serve_rm:
+            from eval.reward_server import RewardScorer, RewardServer
+
+            server = RewardServer(RewardScorer(args.serve_rm), port=0).start()
+            base_url = server.url
+            logger.info("serving %s at %s for this run", args.serve_rm, base_url)
+        api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+        client = RewardClient(
+            base_url,
+            args.reward_model,
+            api_key=api_key,
+            cache_path=args.reward_cache or None,
+            timeout_s=args.timeout_s,
+            max_retries=args.max_retries,
+            backoff_s=args.backoff_s,
+        )
+        models = client.list_models() if args.reward_model == "auto" or args.max_reward_tokens is None else []
+        if args.reward_model == "auto":
+            if not models:
+                raise RewardEndpointError(
+                    f"--reward_model auto: {redact_url(base_url)}/models lists no model; pass --reward_model"
+                )
+            client.model = models[0]["id"]
+        limit = args.max_reward_tokens
+        if limit is None:
+            limit = next((m.get("max_model_len") for m in models if m.get("id") == client.model), None)
+            limit = int(limit) if limit else NEMOTRON_MAX_TOKENS
+        output_dir = args.output_dir or os.path.join(
+            args.output_root, f"{_slug(args.model)}-vs-{_slug(reference)}"
+        )
+        summary = evaluate_winrate(
+            model=args.model,
+            reference=reference,
+            prompts=prompts,
+            prompt_source=source,
+            client=client,
+            params=params,
+            output_dir=output_dir,
+            model_revision=args.model_revision,
+            reference_revision=None if fell_back else args.reference_revision,
+            reference_fallback=fell_back,
+            backend=args.backend,
+            concurrency=args.concurrency,
+            max_reward_tokens=limit,
+            reward_token_margin=args.reward_token_margin,
+            count_tokenizer=args.count_tokenizer,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError, RewardEndpointError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    finally:
+        if server is not None:
+            server.close()
+    print(f"summary: {Path(output_dir) / 'summary.json'}")
+    if summary["n_failed"]:
+        raise SystemExit(
+            f"{summary['n_failed']} prompt(s) failed (listed under 'failed' in summary.json); re-run the same "
+            f"command to retry only them (scores and generations are cached)"
+        )
+    return summary
+
+
+if __name__ == "__main__":
+    main()

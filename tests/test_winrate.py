@@ -1,0 +1,503 @@
+"""Win rate: the reward parser, statistics, prompt sets, truncation, the cache, an end-to-end run against the
+local reward server, and fault injection through a real 127.0.0.1 server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from eval.reward_client import RewardClient, RewardEndpointError, ScoreCache, cache_key
+from eval.sampling import SamplingParams
+from eval.winrate import (
+    RewardParseError,
+    evaluate_winrate,
+    load_prompt_set,
+    main,
+    parse_reward,
+    truncate_pair,
+    wilson_interval,
+)
+
+
+def completion(content=None, logprobs=None, **extra):
+    choice = {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": content}}
+    if logprobs is not None:
+        choice["logprobs"] = {"content": logprobs}
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice], **extra}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parser
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        (completion("reward:-25.625"), -25.625),
+        (completion("reward:3"), 3.0),
+        (completion(" Reward : 1.5e-2 "), 0.015),
+        (completion("helpfulness:1.2,reward:0.75,verbosity:0.1"), 0.75),
+        # the logprobs form: no content, or empty content
+        (completion(None, [{"token": "reward", "logprob": -7.25, "top_logprobs": []}]), -7.25),
+        (completion("", [{"token": "reward", "logprob": 2.0, "top_logprobs": []}]), 2.0),
+        # unreadable content, readable logprobs: the fallback applies
+        (completion("<garbage>", [{"token": "reward", "logprob": 1.25, "top_logprobs": []}]), 1.25),
+        # both present: the content wins
+        (completion("reward:1.0", [{"token": "reward", "logprob": 9.0, "top_logprobs": []}]), 1.0),
+    ],
+)
+def test_parse_reward_documented_shapes(response, expected):
+    assert parse_reward(response) == pytest.approx(expected)
+    # The same as an openai ChatCompletion object.
+    from openai.types.chat import ChatCompletion
+
+    assert parse_reward(ChatCompletion.model_validate(response)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "response, fragment",
+    [
+        (None, "empty response"),
+        ("<html>502 Bad Gateway</html>", "non-JSON body"),
+        (b"\x00\x01", "non-JSON body"),
+        (42, "expected a chat completion"),
+        ({"error": {"message": "model overloaded"}}, "model overloaded"),
+        ({"id": "x"}, "no choices"),
+        ({"choices": []}, "no choices"),
+        ({"choices": ["reward:1"]}, "choices[0]"),
+        (completion(None), "neither"),
+        (completion("5.0"), "not 'reward:<float>'"),
+        (completion("reward:"), "not 'reward:<float>'"),
+        (completion("reward:abc"), "not a number"),
+        (completion("reward:nan"), "not finite"),
+        (completion("reward:inf"), "not finite"),
+        (completion("reward:1.0 and more"), "not a number"),
+        (completion("helpfulness:3.1,correctness:2.0"), "no 'reward' value"),
+        (completion(["reward:1"]), "expected a 'reward:<float>' string"),
+        (completion(None, [{"token": "score", "logprob": 1.0}]), "neither"),
+        (completion(None, [{"token": "reward", "logprob": None}]), "not a number"),
+        (completion(None, [{"token": "reward", "logprob": True}]), "boolean"),
+        (completion(None, [{"token": "reward", "logprob": float("nan")}]), "not finite"),
+    ],
+)
+def test_parse_reward_malformed_shapes_raise_never_zero(response, fragment):
+    with pytest.raises(RewardParseError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
+        parse_reward(response)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Statistics, prompts, truncation, cache
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_wilson_interval_known_values():
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_load_prompt_set_sources(tmp_path):
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n{"prompt": "a"}\n')
+    prompts, info = load_prompt_set(str(jsonl))
+    assert prompts == ["a", "b"] and info["n_prompts"] == 2 and len(info["sha256"]) == 64
+    txt = tmp_path / "p.txt"
+    txt.write_text("one\n\ntwo\nthree\n")
+    assert load_prompt_set(str(txt), n=2)[0] == ["one", "two"]
+    fixture, info = load_prompt_set("fixture", n=5)
+    assert len(fixture) == 5 and info["dataset"] == "fixture" and info["split"] == "test_prefs"
+    # The hub default falls back to the fixture offline (tests run with HF_HUB_OFFLINE=1).
+    assert load_prompt_set(None, n=5)[0] == fixture
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no prompt field"}\n')
+    with pytest.raises(ValueError, match="needs a non-empty string 'prompt'"):
+        load_prompt_set(str(bad))
+    with pytest.raises(ValueError, match="no such file"):
+        load_prompt_set("does-not-exist.jsonl")
+
+
+def test_truncate_pair_fits_budget(tiny_model_dir):
+    from posttrain.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    prompt, response = "Tell me a story. " * 3, "Once upon a time " * 100
+    p, r, cut = truncate_pair(prompt, response, tok, 60)
+    assert cut and p == prompt and response.startswith(r)
+    assert len(tok.encode(p, add_special_tokens=False)) + len(tok.encode(r, add_special_tokens=False)) <= 62
+    assert truncate_pair("hi", "there", tok, 60) == ("hi", "there", False)
+    p, r, cut = truncate_pair("word " * 500, "short answer", tok, 60)  # a huge prompt is cut too
+    assert cut and len(tok.encode(p + r, add_special_tokens=False)) <= 64 and r == "short answer"
+
+
+def test_cache_survives_a_partial_last_line(tmp_path):
+    path = tmp_path / "scores.jsonl"
+    cache = ScoreCache(path)
+    cache.put("k1", "m", 1.5)
+    with path.open("a") as handle:
+        handle.write('{"key": "k2", "model": "m", "sco')  # a run killed mid-write
+    cache = ScoreCache(path)
+    assert cache.get("k1") == 1.5 and cache.get("k2") is None
+    cache.put("k3", "m", -2.0)
+    again = ScoreCache(path)
+    assert again.get("k1") == 1.5 and again.get("k3") == -2.0 and len(again) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# End to end against the local reward server
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_rm_dir(tmp_path_factory) -> Path:
+    from eval.reward_server import build_tiny_reward_model
+
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"))
+
+
+@pytest.fixture(scope="module")
+def other_policy_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with perturbed weights: answers that differ from the reference's."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    out = tmp_path_factory.mktemp("tiny-policy")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+def test_winrate_end_to_end_against_local_reward_server(
+    tmp_path, tiny_model_dir, other_policy_dir, tiny_rm_dir
+):
+    from eval.reward_server import RewardScorer, RewardServer
+
+    prompts, source = load_prompt_set("fixture", n=6)
+    params = SamplingParams(max_new_tokens=8, seed=3)
+    scorer = RewardScorer(tiny_rm_dir)
+    cache = tmp_path / "cache.jsonl"
+    with RewardServer(scorer, port=0) as server:
+
+        def run():
+            client = RewardClient(server.url, scorer.served_model_name, cache_path=cache, max_retries=1)
+            return evaluate_winrate(
+                model=str(other_policy_dir),
+                reference=str(tiny_model_dir),
+                prompts=prompts,
+                prompt_source=source,
+                client=client,
+                params=params,
+                output_dir=tmp_path / "out",
+                backend="hf",
+                concurrency=4,
+                max_reward_tokens=1024,
+                progress=False,
+                print_table=False,
+            )
+
+        first = run()
+        second = run()
+
+    assert first["n_prompts"] == 6 and first["n_failed"] == 0 and first["failed"] == []
+    assert first["wins"] + first["losses"] + first["ties"] == 6
+    assert first["win_rate"] == first["wins"] / 6
+    low, high = first["win_rate_ci95"]
+    assert low <= first["win_rate"] <= high
+    assert first["requests"]["scored"] == first["requests"]["distinct_conversations"] >= 7
+    assert first["sampling"]["max_new_tokens"] == 8 and first["seed"] == 3 and "git_commit" in first
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(6))
+    for row in rows:
+        assert row["outcome"] == (
+            "win"
+            if row["policy_reward"] > row["reference_reward"]
+            else "loss"
+            if row["policy_reward"] < row["reference_reward"]
+            else "tie"
+        )
+        expected = scorer.score(
+            [
+                [
+                    {"role": "user", "content": row["prompt"]},
+                    {"role": "assistant", "content": row["policy_response"]},
+                ]
+            ]
+        )[0]
+        assert row["policy_reward"] == pytest.approx(expected, abs=1e-4)
+    # The re-run pays nothing: generations and scores come from the caches, results are identical.
+    assert (
+        second["requests"]["requests"] == 0
+        and second["requests"]["cache_hits"] == first["requests"]["scored"]
+    )
+    assert second["generations_reused"] == {"policy": True, "reference": True}
+    assert (second["wins"], second["ties"], second["losses"]) == (
+        first["wins"],
+        first["ties"],
+        first["losses"],
+    )
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["win_rate"] == second["win_rate"]
+
+
+def test_cli_offline_self_comparison_counts_ties(tmp_path, tiny_model_dir, tiny_rm_dir, capsys, monkeypatch):
+    monkeypatch.setenv("REWARD_API_KEY", "do-not-leak-me")
+    summary = main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--reference",
+            str(tiny_model_dir),
+            "--prompts",
+            "fixture",
+            "--n_prompts",
+            "4",
+            "--serve_rm",
+            str(tiny_rm_dir),
+            "--max_new_tokens",
+            "6",
+            "--backend",
+            "hf",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--reward_cache",
+            str(tmp_path / "c.jsonl"),
+            "--no_progress",
+        ]
+    )
+    out = capsys.readouterr().out
+    # Same model, greedy: identical answers, every prompt a tie, scored once per distinct conversation.
+    assert summary["ties"] == 4 and summary["wins"] == 0 and summary["win_rate"] == 0.0
+    assert summary["win_rate_ties_half"] == 0.5
+    assert summary["requests"]["requests"] == 4
+    assert summary["generations_reused"] == {"policy": False, "reference": True}
+    assert summary["max_reward_tokens"] == 1024  # read from the server's /v1/models
+    assert "win rate 0.000 [95% CI 0.000, 0.490]" in out
+    files = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    assert "do-not-leak-me" not in files + out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fault injection through a real server on 127.0.0.1
+# ----------------------------------------------------------------------------------------------------------
+
+FAULTS = ("429", "500", "timeout", "garbage_html", "garbage_json", "drop")
+
+
+class FaultyRewardServer:
+    """Scores ``len(response)``; each conversation first suffers its scripted faults, then succeeds once.
+
+    Conversations whose response contains "ALWAYS-BAD" get garbage forever. Counts successes per conversation.
+    """
+
+    def __init__(self, faults_for):
+        self.faults_for = faults_for
+        self.attempts: dict[str, int] = {}
+        self.successes: dict[str, int] = {}
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body: bytes, ctype="application/json", headers=None):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()
+                response_text = body["messages"][-1]["content"]
+                with outer.lock:
+                    n = outer.attempts.get(key, 0)
+                    outer.attempts[key] = n + 1
+                faults = outer.faults_for(response_text)
+                fault = faults[n] if n < len(faults) else None
+                if "ALWAYS-BAD" in response_text:
+                    fault = "garbage_json"
+                if fault == "429":
+                    self._send(429, b'{"error": {"message": "slow down"}}', headers={"Retry-After": "0"})
+                elif fault == "500":
+                    self._send(500, b'{"error": {"message": "boom"}}')
+                elif fault == "timeout":
+                    time.sleep(0.6)  # past the client's timeout; then nothing is scored
+                    self.close_connection = True
+                elif fault == "garbage_html":
+                    self._send(200, b"<html>upstream error</html>", ctype="text/html")
+                elif fault == "garbage_json":
+                    self._send(200, b'{"choices": [{"message": {"content": "I think it is good"}}]}')
+                elif fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                else:
+                    with outer.lock:
+                        outer.successes[key] = outer.successes.get(key, 0) + 1
+                    reward = float(len(response_text))
+                    payload = {
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": f"reward:{reward}"}}
+                        ]
+                    }
+                    self._send(200, json.dumps(payload).encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_fault_injection_every_item_scored_or_failed_and_nothing_twice(tmp_path, tiny_model_dir):
+    n = 12
+    prompts = [f"question {i}" for i in range(n)]
+    policy = ["p" * (i + 1) for i in range(n)]
+    reference = ["r" * 6 for _ in range(n)]
+    policy[3] = "ALWAYS-BAD answer"  # unreadable no matter how often it is asked
+    policy[7] = "pppppppppppppppppppp" + "x" * 10
+
+    # Every conversation meets one or two faults first (all kinds are used); the retry budget (3) absorbs them.
+    def faults_for(text):
+        h = int(hashlib.sha256(text.encode()).hexdigest(), 16)
+        return [FAULTS[h % len(FAULTS)], FAULTS[(h // 7) % len(FAULTS)]][: 1 + h % 2]
+
+    server = FaultyRewardServer(faults_for)
+    cache = tmp_path / "cache.jsonl"
+    try:
+
+        def run():
+            client = RewardClient(
+                server.url,
+                "judge",
+                cache_path=cache,
+                timeout_s=0.3,
+                max_retries=3,
+                backoff_s=0.01,
+                backoff_max_s=0.05,
+            )
+            return evaluate_winrate(
+                model="unused",
+                reference="unused",
+                prompts=prompts,
+                prompt_source={"test": True},
+                client=client,
+                params=SamplingParams(),
+                output_dir=tmp_path / "out",
+                concurrency=4,
+                max_reward_tokens=1024,
+                count_tokenizer=str(tiny_model_dir),
+                responses={"policy": policy, "reference": reference},
+                progress=False,
+                print_table=False,
+            )
+
+        first = run()
+        attempts_after_first = dict(server.attempts)
+        second = run()
+    finally:
+        server.close()
+
+    assert first["n_failed"] == 1 and first["n_scored"] == n - 1
+    assert [(f["index"], f["role"]) for f in first["failed"]] == [(3, "policy")]
+    assert "unparseable" in first["failed"][0]["error"]
+    # Scores are right (reward = response length) despite the faults.
+    assert first["wins"] == sum(len(p) > 6 for i, p in enumerate(policy) if i != 3)
+    assert first["ties"] == 1 and first["losses"] == 4
+    errors = first["requests"]["errors"]
+    for kind in ("http_429", "http_500", "timeout", "unparseable", "connection"):
+        assert errors.get(kind, 0) >= 1, (kind, errors)
+    # Nothing was scored twice: each conversation got at most one successful answer over both runs.
+    assert all(count == 1 for count in server.successes.values())
+    assert len(server.successes) == first["requests"]["distinct_conversations"] - 1
+    # The re-run sends requests only for the failed item (4 attempts), the rest are cache hits.
+    new_requests = {k: server.attempts[k] - attempts_after_first.get(k, 0) for k in server.attempts}
+    assert sum(new_requests.values()) == 4 and second["requests"]["cache_hits"] == len(server.successes)
+    assert second["n_failed"] == 1 and second["wins"] == first["wins"]
+
+
+class _StatusServer:
+    def __init__(self, status: int):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.requests = getattr(self, "requests", 0)
+                self.server.hits += 1
+                body = json.dumps({"error": {"message": f"status {status}"}}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.hits = 0
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+MSGS = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+
+
+@pytest.mark.parametrize(
+    "status, fragment", [(401, "refused the API key"), (403, "refused the API key"), (404, "answered 404")]
+)
+def test_refused_key_or_unknown_model_stops_the_run(status, fragment):
+    server = _StatusServer(status)
+    try:
+        client = RewardClient(server.url, "judge", max_retries=3, backoff_s=0.01)
+        with pytest.raises(RewardEndpointError, match=fragment):
+            client.score(MSGS)
+        assert server.httpd.hits == 1
+    finally:
+        server.close()
+
+
+def test_client_errors_fail_the_item_without_retrying():
+    server = _StatusServer(400)
+    try:
+        client = RewardClient(server.url, "judge", max_retries=3, backoff_s=0.01)
+        result = client.score(MSGS)
+        assert result.score is None and "HTTP 400" in result.error and server.httpd.hits == 1
+    finally:
+        server.close()
+
+
+def test_no_server_is_a_clear_error():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = RewardClient(f"http://127.0.0.1:{port}/v1", "judge", max_retries=0)
+    with pytest.raises(RewardEndpointError, match="make serve-reward"):
+        client.list_models()
+    assert cache_key("a", MSGS) != cache_key("b", MSGS)
