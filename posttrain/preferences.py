@@ -1,0 +1,566 @@
+"""Preference data for DPO/IPO and reward models: UltraFeedback pairs and on-policy Countdown pairs.
+
+Everything here produces TRL's *explicit-prompt* preference format: ``prompt`` / ``chosen`` / ``rejected``,
+conversational (message lists, ``chosen`` and ``rejected`` a single assistant message) when the prompt is a message
+list, plain strings otherwise. DPOTrainer and RewardTrainer both take this format as is.
+
+On-policy Countdown pairs (`python -m posttrain.preferences`):
+
+    python -m posttrain.preferences --model runs/sft-countdown/model --output_dir runs/dpo-countdown/pairs \
+        --n_prompts 128 --k 4 --temperature 1.0 --max_new_tokens 96
+
+sample ``k >= 2`` completions per *training* prompt (never a held-out task) at ``temperature > 0``, score them
+with the Countdown reward (0 no answer, 0.1 wrong, 1 correct), pair the first best with the first worst, and drop
+prompts whose samples all score the same (ties carry no preference). The pairs are split into ``train`` and
+``test`` (held-out *pairs* for reward accuracy; still training-side puzzles) and saved with
+``DatasetDict.save_to_disk`` into a temporary folder that is renamed into place, so a crash never leaves a folder
+that loads. ``provenance.json`` in that folder records the model (and a fingerprint of its files), the sampling
+parameters, seed, k, the task settings and the counts (prompts, pairs, dropped ties). Running the same command
+again finds a folder with the same request and reuses it without sampling (``--force`` resamples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("posttrain")
+
+PROVENANCE_FILE = "provenance.json"
+# Bump when the pairing rule or the saved columns change, so old folders are not reused silently.
+PAIRS_FORMAT_VERSION = 1
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
+
+Sampler = Callable[..., list[list[str]]]
+
+
+@dataclass
+class PreferenceArguments:
+    """Project options of the DPO and reward recipes (prefixed: one flat namespace with TRL's fields)."""
+
+    preference_eval_before: bool = field(
+        default=True,
+        metadata={"help": "Evaluate the held-out pairs before training too (the before/after comparison)."},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# UltraFeedback -> explicit-prompt preference format
+# ----------------------------------------------------------------------------------------------------------
+
+
+def ultrafeedback_to_preference(dataset: Any, *, split: str = "?", name: str = "ultrafeedback") -> Any:
+    """``chosen``/``rejected`` conversations -> ``prompt`` (shared turns), ``chosen``/``rejected`` (last turn).
+
+    ultrafeedback_binarized stores ``prompt`` as a string and the user turn inside ``chosen``/``rejected``; TRL
+    would then prepend the prompt twice. The shared leading turns become the conversational prompt instead.
+    """
+    from posttrain.chat_data import DatasetSchemaError
+
+    def convert(row: dict, index: int) -> dict:
+        chosen, rejected = row["chosen"], row["rejected"]
+        for field_name, messages in (("chosen", chosen), ("rejected", rejected)):
+            if not messages or messages[-1].get("role") != "assistant" or len(messages) < 2:
+                raise DatasetSchemaError(
+                    f"{name} [{split}] row {index}: field {field_name!r} must be a conversation ending with an "
+                    f"assistant reply after at least one user turn"
+                )
+        if chosen[:-1] != rejected[:-1]:
+            raise DatasetSchemaError(
+                f"{name} [{split}] row {index}: 'chosen' and 'rejected' must share the same turns before the "
+                f"final assistant reply"
+            )
+        return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
+
+    return dataset.map(convert, with_indices=True, remove_columns=dataset.column_names)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading preference data for the recipes
+# ----------------------------------------------------------------------------------------------------------
+
+
+def is_pairs_folder(path: str | os.PathLike | None) -> bool:
+    """True when `path` is a folder written by `datasets.save_to_disk` (our pairs folders are)."""
+    if not path:
+        return False
+    p = Path(path)
+    return p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file())
+
+
+def read_provenance(folder: str | os.PathLike) -> dict | None:
+    path = Path(folder) / PROVENANCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def _check_columns(ds: Any, where: str) -> None:
+    missing = [c for c in PREFERENCE_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise ValueError(
+            f"{where} lacks the preference column(s) {missing} (columns: {ds.column_names}); a preference "
+            f"dataset needs prompt/chosen/rejected, e.g. a folder written by `python -m posttrain.preferences`."
+        )
+
+
+def load_pairs_folder(folder: str | os.PathLike, train_split: str, test_split: str | None) -> dict:
+    """{split: Dataset} from a `save_to_disk` folder; a single Dataset is the train split (no test split)."""
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    loaded = load_from_disk(str(folder))
+    if isinstance(loaded, Dataset):
+        loaded = DatasetDict({train_split: loaded})
+    if train_split not in loaded:
+        raise ValueError(
+            f"dataset_train_split={train_split!r} is not a split of {folder} (splits: {sorted(loaded)})."
+        )
+    out = {"train": loaded[train_split]}
+    if test_split and test_split in loaded:
+        out["test"] = loaded[test_split]
+    elif test_split:
+        logger.warning("%s has no split %r: no held-out pair evaluation.", folder, test_split)
+    for split, ds in out.items():
+        _check_columns(ds, f"{folder} [{split}]")
+    return out
+
+
+def load_preference_dataset(script_args: Any) -> tuple[dict, dict]:
+    """({"train": Dataset, "test": Dataset?}, info) for `dataset_name`: a pairs folder, or UltraFeedback.
+
+    UltraFeedback comes from the hub at the pinned revision, or from the offline fixture (`dataset_name:
+    fixture`, or as a logged fallback when the hub is unreachable); `info["data_source"]` says which.
+    """
+    from posttrain.chat_data import FIXTURE_NAME, ULTRAFEEDBACK_HUB_ID, ULTRAFEEDBACK_REVISION, resolve_source
+    from posttrain.chat_data import load_ultrafeedback as _load_uf
+
+    name = script_args.dataset_name
+    train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
+    if is_pairs_folder(name):
+        data = load_pairs_folder(name, train_split, test_split)
+        info: dict[str, Any] = {"data_source": str(Path(name).resolve()), "provenance": read_provenance(name)}
+    elif name not in (None, "", ULTRAFEEDBACK_HUB_ID, FIXTURE_NAME):
+        raise ValueError(
+            f"dataset_name={name!r} is neither a preference dataset folder (datasets.save_to_disk layout) nor "
+            f"{ULTRAFEEDBACK_HUB_ID!r} / {FIXTURE_NAME!r}; build a pairs folder with "
+            f"`python -m posttrain.preferences --model ... --output_dir {name}`."
+        )
+    else:
+        source = resolve_source(name, ULTRAFEEDBACK_HUB_ID)
+        data = {}
+        splits = {"train": (train_split, script_args.dataset_max_train_rows)}
+        if test_split:
+            splits["test"] = (test_split, script_args.dataset_max_test_rows)
+        for key, (split, max_rows) in splits.items():
+            raw = _load_uf(source, split, revision=script_args.dataset_revision, max_rows=max_rows)
+            data[key] = ultrafeedback_to_preference(raw, split=split, name=ULTRAFEEDBACK_HUB_ID)
+        revision = None if source == FIXTURE_NAME else script_args.dataset_revision or ULTRAFEEDBACK_REVISION
+        info = {"data_source": source, "dataset_revision": revision}
+        return data, info
+    limits = {"train": script_args.dataset_max_train_rows, "test": script_args.dataset_max_test_rows}
+    for key, limit in limits.items():
+        if key in data and limit is not None:
+            data[key] = data[key].select(range(min(limit, len(data[key]))))
+    return data, info
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Before/after evaluation of the recipes
+# ----------------------------------------------------------------------------------------------------------
+
+# Metrics reported before and after training: TRL's eval keys -> our names.
+DPO_EVAL_KEYS = {
+    "eval_rewards/accuracies": "reward_accuracy",
+    "eval_rewards/margins": "reward_margin",
+    "eval_loss": "loss",
+    "eval_logps/chosen": "logps_chosen",
+    "eval_logps/rejected": "logps_rejected",
+}
+REWARD_EVAL_KEYS = {"eval_accuracy": "pair_accuracy", "eval_margin": "reward_margin", "eval_loss": "loss"}
+
+
+def policy_pair_accuracy(trainer: Any) -> float | None:
+    """Share of held-out pairs where the policy gives the chosen completion a higher log-probability (summed
+    over completion tokens) than the rejected one.
+
+    DPO's implicit reward accuracy is 0 by construction before training (policy = reference, every reward 0),
+    so this is the informative "before" number. None under DeepSpeed/FSDP (sharded weights outside the
+    training loop) or without an eval set.
+    """
+    import torch
+
+    if trainer.eval_dataset is None or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        return None
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    wins = torch.zeros((), dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            for batch in trainer.get_eval_dataloader():
+                labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+                out = model(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    labels=labels,
+                    fused_lm_head=True,
+                    use_cache=False,
+                )
+                seq_len = batch["completion_mask"].size(1) - 1
+                logps = out.log_probs[:, -seq_len:].sum(dim=1)  # zero where labels are -100
+                chosen, rejected = logps.chunk(2, dim=0)
+                better = trainer.accelerator.gather_for_metrics((chosen > rejected).double())
+                wins += better.sum().cpu()
+                total += better.numel()
+    finally:
+        model.train(was_training)
+    return round(float(wins / total), 4) if total > 0 else None
+
+
+def evaluate_pairs(trainer: Any, keys: dict[str, str], *, policy_accuracy: bool = False) -> dict:
+    """trainer.evaluate() on the held-out pairs, reduced to `keys` (plus the policy's pair accuracy)."""
+    metrics = trainer.evaluate()
+    out = {name: round(float(metrics[key]), 4) for key, name in keys.items() if key in metrics}
+    if policy_accuracy:
+        out["policy_pair_accuracy"] = policy_pair_accuracy(trainer)
+    return out
+
+
+def format_before_after(before: dict | None, after: dict) -> str:
+    """A small plain-text table: metric, before, after."""
+    names = list(after) + [k for k in (before or {}) if k not in after]
+    lines = [f"{'held-out pairs':<22} {'before':>10} {'after':>10}"]
+    for name in names:
+        b = (before or {}).get(name)
+        a = after.get(name)
+        lines.append(
+            f"{name:<22} {'-' if b is None else f'{b:.4f}':>10} {'-' if a is None else f'{a:.4f}':>10}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# On-policy pairs
+# ----------------------------------------------------------------------------------------------------------
+
+
+def select_pair(rewards: Sequence[float]) -> tuple[int, int] | None:
+    """(index of the first best, index of the first worst), or None when every reward is equal (a tie)."""
+    if len(rewards) < 2:
+        raise ValueError(f"a preference pair needs at least 2 scored samples, got {len(rewards)}")
+    best, worst = max(rewards), min(rewards)
+    if best == worst:
+        return None
+    return list(rewards).index(best), list(rewards).index(worst)
+
+
+def _as_completion(text: str, conversational: bool) -> Any:
+    return [{"role": "assistant", "content": text}] if conversational else text
+
+
+def pairs_from_samples(
+    prompts: Sequence[Any],
+    samples: Sequence[Sequence[str]],
+    rewards: Sequence[Sequence[float]],
+    extra: Sequence[dict] | None = None,
+) -> tuple[list[dict], int]:
+    """Preference rows (one per prompt without a tie) and the number of prompts dropped as ties."""
+    from eval.sampling import is_conversational_prompts
+
+    conversational = is_conversational_prompts(prompts)
+    rows, ties = [], 0
+    for i, (prompt, texts, scores) in enumerate(zip(prompts, samples, rewards, strict=True)):
+        if len(texts) != len(scores):
+            raise ValueError(f"prompt {i}: {len(texts)} samples but {len(scores)} rewards")
+        pair = select_pair(scores)
+        if pair is None:
+            ties += 1
+            continue
+        best, worst = pair
+        row = {
+            "prompt": prompt,
+            "chosen": _as_completion(texts[best], conversational),
+            "rejected": _as_completion(texts[worst], conversational),
+            "chosen_reward": float(scores[best]),
+            "rejected_reward": float(scores[worst]),
+        }
+        if extra is not None:
+            row.update(extra[i])
+        rows.append(row)
+    return rows, ties
+
+
+def countdown_pairs(
+    model: Any,
+    tasks: Sequence[Any],
+    *,
+    template: str,
+    params: Any,
+    sampler: Sampler | None = None,
+    backend: str = "auto",
+    revision: str | None = None,
+) -> tuple[list[dict], dict]:
+    """Sample ``params.n`` completions per task, score them with the Countdown reward, pair best vs worst.
+
+    Returns (rows, counts). ``sampler`` defaults to `eval.sampling.generate` (tests pass a fake one).
+    """
+    from posttrain.countdown import make_prompt
+    from rewards.countdown import countdown_reward
+
+    if params.n < 2:
+        raise ValueError(f"k (samples per prompt) must be >= 2 to form a pair, got {params.n}")
+    if params.temperature <= 0:
+        raise ValueError(
+            f"temperature must be > 0 for on-policy pairs (greedy samples are identical), got {params.temperature}"
+        )
+    if sampler is None:
+        from eval.sampling import generate as sampler
+    prompts = [make_prompt(t.nums, t.target, template) for t in tasks]
+    samples = sampler(model, prompts, params, backend=backend, revision=revision)
+    if len(samples) != len(prompts):
+        raise RuntimeError(f"the sampler returned {len(samples)} results for {len(prompts)} prompts")
+    rewards = [
+        countdown_reward(texts, target=[t.target] * len(texts), nums=[list(t.nums)] * len(texts))
+        for t, texts in zip(tasks, samples, strict=True)
+    ]
+    extra = [{"target": int(t.target), "nums": [int(x) for x in t.nums]} for t in tasks]
+    rows, ties = pairs_from_samples(prompts, samples, rewards, extra)
+    flat = [r for rs in rewards for r in rs]
+    counts = {
+        "prompts": len(prompts),
+        "samples": len(flat),
+        "pairs": len(rows),
+        "dropped_ties": ties,
+        "sample_accuracy": round(sum(r == 1.0 for r in flat) / max(1, len(flat)), 4),
+        "sample_mean_reward": round(sum(flat) / max(1, len(flat)), 4),
+        "pairs_correct_vs_wrong": sum(r["chosen_reward"] == 1.0 for r in rows),
+    }
+    return rows, counts
+
+
+def split_pairs(rows: list[dict], test_share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, test) by a seeded shuffle; test gets round(share * n) pairs, at least 1 when share > 0."""
+    if not 0.0 <= test_share < 1.0:
+        raise ValueError(f"test_share must be in [0, 1), got {test_share}")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_test = 0 if test_share == 0 else max(1, round(test_share * len(rows)))
+    if rows and n_test >= len(rows):
+        raise ValueError(f"{len(rows)} pair(s) cannot be split into train and test (test_share={test_share})")
+    test = sorted(order[:n_test])
+    train = sorted(order[n_test:])
+    return [rows[i] for i in train], [rows[i] for i in test]
+
+
+def save_pairs(splits: dict[str, list[dict]], provenance: dict, output_dir: str | os.PathLike) -> Path:
+    """`DatasetDict.save_to_disk` + provenance.json into a temp folder, then renamed to `output_dir`."""
+    from datasets import Dataset, DatasetDict
+
+    from posttrain.io import atomic_write_json
+
+    output = Path(output_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    old = None
+    try:
+        DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()}).save_to_disk(str(tmp))
+        atomic_write_json(tmp / PROVENANCE_FILE, provenance)
+        if output.exists():
+            # Move the old folder aside first: os.replace cannot replace a non-empty directory.
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+            os.replace(output, old / output.name)
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / output.name).exists() and not output.exists():
+            os.replace(old / output.name, output)  # put the old folder back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return output
+
+
+def model_identity(model: str, revision: str | None = None) -> dict:
+    """Name, resolved path and (for local folders) a fingerprint of the weights, so a retrained model at the
+    same path does not reuse pairs sampled from the old one."""
+    from eval.reward_server import model_fingerprint
+    from posttrain.models import resolve_model_name
+
+    path = resolve_model_name(model)
+    fingerprint = model_fingerprint(Path(path)) if Path(path).is_dir() else None
+    return {
+        "model": model,
+        "model_path": str(path),
+        "model_revision": revision,
+        "model_fingerprint": fingerprint,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from eval.sampling import BACKENDS
+    from posttrain.countdown import PROMPT_TEMPLATES
+    from posttrain.data import DEFAULT_TASK_SEED
+
+    p = argparse.ArgumentParser(
+        prog="python -m posttrain.preferences",
+        description="On-policy Countdown preference pairs (best vs worst of k samples) for DPO.",
+    )
+    p.add_argument("--model", required=True, help="hub name, local folder, or 'embedded'")
+    p.add_argument("--revision", default=None, help="hub revision of --model")
+    p.add_argument("--output_dir", required=True, help="the pairs folder (datasets.save_to_disk layout)")
+    p.add_argument(
+        "--template",
+        default=None,
+        choices=sorted(PROMPT_TEMPLATES),
+        help="prompt template; default: the one the model was trained with (its run_summary.json), else chat",
+    )
+    t = p.add_argument_group("tasks (training side only; held-out tasks are never used)")
+    t.add_argument("--n_prompts", type=int, default=128, help="training tasks to sample on")
+    t.add_argument("--num_numbers", type=int, nargs="+", default=[3])
+    t.add_argument("--max_number", type=int, default=30)
+    t.add_argument("--data_seed", type=int, default=DEFAULT_TASK_SEED, help="task generator seed")
+    t.add_argument(
+        "--task_offset",
+        type=int,
+        default=0,
+        help="skip the first N training tasks (e.g. the SFT recipe's countdown_train_size, for unseen prompts)",
+    )
+    s = p.add_argument_group("sampling")
+    s.add_argument("--k", type=int, default=4, help="samples per prompt (>= 2)")
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top_p", type=float, default=1.0)
+    s.add_argument("--top_k", type=int, default=0, help="0 = disabled")
+    s.add_argument("--max_new_tokens", type=int, default=96)
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (and train/test split seed)")
+    s.add_argument("--batch_size", type=int, default=None, help="sequences per generate call")
+    s.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument(
+        "--test_share", type=float, default=0.1, help="share of pairs held out for reward accuracy"
+    )
+    p.add_argument("--force", action="store_true", help="resample even if a matching pairs folder exists")
+    return p
+
+
+def _request(args: argparse.Namespace, template: str, params: Any) -> dict:
+    return {
+        "format_version": PAIRS_FORMAT_VERSION,
+        **model_identity(args.model, args.revision),
+        "template": template,
+        "sampling": params.to_dict(),
+        "k": params.n,
+        "seed": params.seed,
+        "tasks": {
+            "source": "posttrain.data.train_tasks",
+            "n_prompts": args.n_prompts,
+            "task_offset": args.task_offset,
+            "num_numbers": list(args.num_numbers),
+            "max_number": args.max_number,
+            "data_seed": args.data_seed,
+        },
+        "test_share": args.test_share,
+        "pairing": "first best vs first worst of k samples by countdown_reward; all-equal prompts dropped",
+    }
+
+
+def main(argv: Sequence[str] | None = None, *, sampler: Sampler | None = None) -> dict:
+    """Build (or reuse) a pairs folder; returns its provenance."""
+    from eval.countdown import trained_template
+    from eval.sampling import SamplingParams
+    from posttrain.data import train_tasks
+
+    args = build_parser().parse_args(argv)
+    template = args.template or trained_template(args.model) or "chat"
+    try:
+        if args.n_prompts < 1 or args.task_offset < 0:
+            raise ValueError(
+                f"--n_prompts must be >= 1 and --task_offset >= 0, got {args.n_prompts}, {args.task_offset}"
+            )
+        if args.k < 2:
+            raise ValueError(f"--k must be >= 2 (a pair needs two samples), got {args.k}")
+        if not args.temperature > 0:
+            raise ValueError(
+                f"--temperature must be > 0 (greedy samples are identical), got {args.temperature}"
+            )
+        if not 0.0 <= args.test_share < 1.0:
+            raise ValueError(f"--test_share must be in [0, 1), got {args.test_share}")
+        params = SamplingParams(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            n=args.k,
+            seed=args.seed,
+            batch_size=args.batch_size,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+    request = _request(args, template, params)
+    existing = read_provenance(args.output_dir)
+    if (
+        not args.force
+        and existing is not None
+        and existing.get("request") == request
+        and is_pairs_folder(args.output_dir)
+    ):
+        logger.info("Reusing %s: same model, sampling and tasks (--force resamples).", args.output_dir)
+        print(f"pairs: {args.output_dir} (reused) {json.dumps(existing['counts'])}")
+        return existing
+
+    started = time.time()
+    tasks = train_tasks(
+        args.task_offset + args.n_prompts,
+        seed=args.data_seed,
+        num_numbers=tuple(args.num_numbers),
+        max_number=args.max_number,
+    )[args.task_offset :]
+    rows, counts = countdown_pairs(
+        args.model,
+        tasks,
+        template=template,
+        params=params,
+        sampler=sampler,
+        backend=args.backend,
+        revision=args.revision,
+    )
+    if len(rows) < 2:
+        raise SystemExit(
+            f"error: only {len(rows)} pair(s) from {counts['prompts']} prompts ({counts['dropped_ties']} ties: all "
+            f"{args.k} samples scored the same). Raise --k, --temperature or --n_prompts, or start from a model "
+            f"that answers in the <answer> format (e.g. after `make sft-countdown`)."
+        )
+    train, test = split_pairs(rows, args.test_share, args.seed)
+    counts.update({"train_pairs": len(train), "test_pairs": len(test)})
+    provenance = {
+        "request": request,
+        "counts": counts,
+        "wall_time_s": round(time.time() - started, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    splits = {"train": train, "test": test} if test else {"train": train}
+    save_pairs(splits, provenance, args.output_dir)
+    print(f"pairs: {args.output_dir} {json.dumps(counts)}")
+    return provenance
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout
+    )
+    main()

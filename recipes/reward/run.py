@@ -1,0 +1,99 @@
+"""Bradley-Terry reward model (TRL RewardTrainer) on preference pairs.
+
+    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/reward/run.py \
+        --config recipes/reward/ultrafeedback.yaml
+    accelerate launch --config_file accelerate_configs/single_gpu.yaml recipes/reward/run.py \
+        --config recipes/reward/ultrafeedback.yaml --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct
+
+The model is `AutoModelForSequenceClassification` with one label on top of the chosen causal LM (a fresh score
+head); the loss is -log sigmoid(r(chosen) - r(rejected)). Held-out pair accuracy and margin are evaluated before
+and after training, printed and written to `run_summary.json`. The output folder (model with `num_labels=1` and
+`pad_token_id`, tokenizer with pad token and chat template) is what `make serve-reward` serves and what the RL
+recipes load as a reward function. Re-running the same command resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+
+from trl import ModelConfig, RewardConfig, RewardTrainer, TrlParser, get_peft_config
+
+from posttrain.configs import ScriptArguments
+from posttrain.models import load_tokenizer
+from posttrain.preferences import (
+    REWARD_EVAL_KEYS,
+    PreferenceArguments,
+    evaluate_pairs,
+    format_before_after,
+    load_preference_dataset,
+)
+from posttrain.runtime import (
+    last_checkpoint,
+    logger,
+    parse_recipe_args,
+    prepare_model_args,
+    save_and_summarize,
+    setup_logging,
+)
+
+
+def main(
+    script_args: ScriptArguments,
+    pref_args: PreferenceArguments,
+    training_args: RewardConfig,
+    model_args: ModelConfig,
+) -> RewardTrainer:
+    started = time.time()
+    setup_logging(training_args)
+    model_path = prepare_model_args(model_args, training_args)
+    data, data_info = load_preference_dataset(script_args)
+    logger.info("Reward data (%s): %s", data_info["data_source"], {k: len(v) for k, v in data.items()})
+
+    # load_tokenizer sets a pad token (EOS) when the tokenizer has none; RewardTrainer copies its id into the
+    # model config, which sequence classification needs to find the last real token.
+    trainer = RewardTrainer(
+        model=model_path,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data.get("test"),
+        processing_class=load_tokenizer(model_path),
+        peft_config=get_peft_config(model_args),
+    )
+    has_eval = trainer.eval_dataset is not None
+    resume = last_checkpoint(training_args)
+    before = None
+    if has_eval and pref_args.preference_eval_before and resume is None:
+        before = evaluate_pairs(trainer, REWARD_EVAL_KEYS)
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_state()
+    after = evaluate_pairs(trainer, REWARD_EVAL_KEYS) if has_eval else None
+
+    if model_args.use_peft and trainer.accelerator.is_main_process:
+        # A reward server and the RL recipes need a plain sequence-classification folder: merge the adapters.
+        trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    save_and_summarize(
+        trainer,
+        started=started,
+        train_result=train_result,
+        args={"script": script_args, "preference": pref_args, "training": training_args, "model": model_args},
+        extra={
+            "recipe": "reward",
+            "n_train": len(data["train"]),
+            "n_test": len(data["test"]) if "test" in data else 0,
+            **data_info,
+            "heldout_pairs": {"before": before, "after": after},
+        },
+    )
+    if after is not None and trainer.accelerator.is_main_process:
+        print(format_before_after(before, after), flush=True)
+    trainer.end()
+    return trainer
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((ScriptArguments, PreferenceArguments, RewardConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    main(*parse_recipe_args(make_parser()))
