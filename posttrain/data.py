@@ -98,12 +98,22 @@ def countdown_sft_dataset(countdown_args):
 
 
 def load_sft_dataset(script_args, countdown_args):
-    """Generated Countdown data when no dataset is named; the pinned hub datasets otherwise."""
+    """Generated Countdown data when no dataset is named; the pinned hub datasets otherwise.
+
+    `HuggingFaceTB/smol-smoltalk` (or `fixture`, its offline twin) gives chat data: a `messages` column with
+    the train/test splits and row limits of `script_args` (see posttrain.chat_sft).
+    """
     from datasets import Dataset, DatasetDict
+
+    from posttrain.chat_data import FIXTURE_NAME, SMOLTALK_HUB_ID
 
     name = script_args.dataset_name
     if not name or name == "countdown":
         return countdown_sft_dataset(countdown_args)
+    if name in (SMOLTALK_HUB_ID, FIXTURE_NAME):
+        from posttrain.chat_sft import load_chat_sft_dataset
+
+        return load_chat_sft_dataset(script_args)
     if name == WARMSTART_HUB:
         revision = script_args.dataset_revision or WARMSTART_HUB_REVISION
         return DatasetDict(
@@ -129,6 +139,7 @@ def load_sft_dataset(script_args, countdown_args):
         test = [t for t in tasks if is_heldout(t.target, t.nums)][: countdown_args.countdown_test_size]
         return _sft_splits(train, test, countdown_args)
     raise ValueError(
-        f"dataset_name={name!r} is not supported by the Countdown SFT recipe; leave it unset (generated tasks, "
-        f"offline) or use {WARMSTART_HUB!r} or {COUNTDOWN_HUB_ID!r} (both need the hub)."
+        f"dataset_name={name!r} is not supported by the SFT recipe; leave it unset (generated Countdown tasks, "
+        f"offline), use {WARMSTART_HUB!r} or {COUNTDOWN_HUB_ID!r} (Countdown, both need the hub), or "
+        f"{SMOLTALK_HUB_ID!r} / {FIXTURE_NAME!r} (chat SFT; the fixture is offline)."
     )

@@ -3,6 +3,10 @@
     accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sft/run.py --config recipes/sft/countdown.yaml
     accelerate launch --config_file accelerate_configs/single_gpu.yaml recipes/sft/run.py \
         --config recipes/sft/countdown.yaml --model_name_or_path Qwen/Qwen2.5-0.5B --bf16 true
+    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sft/run.py --config recipes/sft/smoltalk.yaml
+
+Chat data (`dataset_name: HuggingFaceTB/smol-smoltalk` or `fixture`) trains on every assistant turn
+(`assistant_only_loss: true`, see posttrain.chat_sft) and prints the held-out loss before and after training.
 
 Any YAML key can be overridden on the command line (`--learning_rate 2e-4`). Re-running the same command
 resumes from the newest checkpoint in `output_dir`.
@@ -11,9 +15,11 @@ resumes from the newest checkpoint in `output_dir`.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from posttrain.chat_sft import eval_metrics, format_report, is_chat_dataset, prepare_chat_sft
 from posttrain.configs import CountdownArguments, ScriptArguments
 from posttrain.data import load_sft_dataset
 from posttrain.runtime import (
@@ -36,18 +42,33 @@ def main(
     setup_logging(training_args)
     model_path = prepare_model_args(model_args, training_args)
     dataset = load_sft_dataset(script_args, countdown_args)
+    # Chat data: the loss on every assistant turn, conversations fitted into max_length at turn boundaries.
+    chat = None
+    if is_chat_dataset(dataset[script_args.dataset_train_split]):
+        chat = prepare_chat_sft(model_path, dataset, training_args)
+        dataset = chat.dataset
     logger.info("SFT data: %s", {split: len(ds) for split, ds in dataset.items()})
 
-    trainer = SFTTrainer(
-        model=model_path,
-        args=training_args,
-        train_dataset=dataset[script_args.dataset_train_split],
-        eval_dataset=dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
-        peft_config=get_peft_config(model_args),
+    eval_dataset = dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None
+    if chat is not None:  # held-out loss before/after, whatever the eval_strategy
+        eval_dataset = dataset.get(script_args.dataset_test_split)
+    with chat.trainer_context() if chat is not None else nullcontext():
+        trainer = SFTTrainer(
+            model=model_path,
+            args=training_args,
+            train_dataset=dataset[script_args.dataset_train_split],
+            eval_dataset=eval_dataset,
+            processing_class=chat.tokenizer if chat is not None else None,
+            peft_config=get_peft_config(model_args),
+        )
+    resume = last_checkpoint(training_args)
+    before = (
+        eval_metrics(trainer) if chat is not None and eval_dataset is not None and resume is None else None
     )
-    train_result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args))
+    train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_state()
+    after = eval_metrics(trainer) if chat is not None and eval_dataset is not None else None
     save_and_summarize(
         trainer,
         started=started,
@@ -58,8 +79,14 @@ def main(
             "training": training_args,
             "model": model_args,
         },
-        extra={"recipe": "sft", "n_train": len(dataset[script_args.dataset_train_split])},
+        extra={
+            "recipe": "sft",
+            "n_train": len(dataset[script_args.dataset_train_split]),
+            **({} if chat is None else {**chat.info, "heldout": {"before": before, "after": after}}),
+        },
     )
+    if chat is not None and trainer.accelerator.is_main_process:
+        print(format_report(train_result.metrics.get("train_loss"), before, after), flush=True)
     trainer.end()
 
 
