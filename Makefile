@@ -33,12 +33,16 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: help setup test test-slow lint format sft-countdown eval-countdown bench clean-runs
+.PHONY: help setup test test-slow lint format sft-countdown eval-countdown bench clean-runs serve-reward eval-winrate leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
 	@echo "make sft-countdown    eval before -> SFT -> eval after on held-out Countdown tasks (MODEL=$(MODEL))"
+	@echo "make sft-smoltalk     chat SFT on smol-smoltalk (CHAT_DATA=$(CHAT_DATA)), held-out loss before/after"
 	@echo "make eval-countdown   MODEL=path-or-name: greedy accuracy on held-out Countdown tasks"
+	@echo "make dpo-ultrafeedback DPO on UltraFeedback from runs/sft-smoltalk/model (DPO_MODEL=embedded: no SFT)"
+	@echo "make rm-ultrafeedback  Bradley-Terry reward model on UltraFeedback -> runs/rm-ultrafeedback/model"
+	@echo "make dpo-countdown     on-policy pairs from runs/sft-countdown/model -> DPO -> held-out accuracy"
 	@echo "make test             fast offline test suite;  make test-slow: the slow tests"
 	@echo "make bench            CPU benchmarks (reward throughput, SFT tokens/s)"
 	@echo "make lint             ruff"
@@ -84,6 +88,145 @@ sft-countdown: setup
 	$(PY) -m eval.compare $(SFT_COUNTDOWN_DIR)/eval-before $(SFT_COUNTDOWN_DIR)/eval-after \
 		$(SFT_COUNTDOWN_DIR)/eval-after-4numbers \
 		--markdown $(SFT_COUNTDOWN_DIR)/results.md
+
+# Win rate (UltraFeedback) through a reward endpoint: `make serve-reward` in one terminal, `make eval-winrate` in
+# another. Online judge: REWARD_URL=https://integrate.api.nvidia.com/v1 REWARD_MODEL=nvidia/llama-3.1-nemotron-70b-reward
+# REWARD_API_KEY_ENV=NVIDIA_API_KEY. REFERENCE falls back to `embedded` when it is neither cached nor downloadable.
+# RM is also make's built-in `rm -f`: only a value given by the user (command line or environment) counts.
+REWARD_RM := $(if $(filter default undefined,$(origin RM)),$(RUNS)/rm-ultrafeedback/model,$(RM))
+# SERVE_RM=<folder> makes eval-winrate start the reward server itself for the run (one command, offline).
+SERVE_RM ?=
+REWARD_PORT ?= 8000
+REWARD_URL ?= http://127.0.0.1:$(REWARD_PORT)/v1
+REWARD_MODEL ?= auto
+REWARD_API_KEY_ENV ?= REWARD_API_KEY
+REFERENCE ?= Qwen/Qwen2.5-0.5B-Instruct
+WINRATE_PROMPTS ?= 32
+WINRATE_MAX_NEW_TOKENS ?= 96
+WINRATE_ARGS ?=
+# Leaderboard submission: METHOD names the training method; LEADERBOARD_URL / LEADERBOARD_TOKEN enable the upload.
+METHOD ?= unspecified
+SUBMIT_COUNTDOWN_PROMPTS ?=
+SUBMIT_UF_PROMPTS ?=
+SUBMIT_N ?= 32
+SUBMIT_ARGS ?=
+
+serve-reward: setup
+	$(PY) -m eval.reward_server --rm $(REWARD_RM) --port $(REWARD_PORT)
+
+eval-winrate: setup
+	$(PY) -m eval.winrate --model $(MODEL) --reference $(REFERENCE) --reward_url $(REWARD_URL) \
+		--reward_model $(REWARD_MODEL) --api_key_env $(REWARD_API_KEY_ENV) --n_prompts $(WINRATE_PROMPTS) \
+		--max_new_tokens $(WINRATE_MAX_NEW_TOKENS) --output_root $(RUNS)/winrate \
+		$(if $(SERVE_RM),--serve_rm $(SERVE_RM)) $(WINRATE_ARGS)
+
+leaderboard-submit: setup
+	$(PY) -m eval.submit --model $(MODEL) --method $(METHOD) --countdown_n $(SUBMIT_N) --ultrafeedback_n $(SUBMIT_N) \
+		--countdown_max_new_tokens $(MAX_NEW_TOKENS) --ultrafeedback_max_new_tokens $(WINRATE_MAX_NEW_TOKENS) \
+		$(if $(SUBMIT_COUNTDOWN_PROMPTS),--countdown_prompts $(SUBMIT_COUNTDOWN_PROMPTS)) \
+		$(if $(SUBMIT_UF_PROMPTS),--ultrafeedback_prompts $(SUBMIT_UF_PROMPTS)) $(SUBMIT_ARGS)
+
+results: setup
+	$(PY) -m eval.results $(RUNS)
+
+# Preference optimisation (DPO/IPO), reward models and on-policy Countdown pairs. A model folder counts as built
+# once its run_summary.json exists (every recipe writes it last), so a missing start model is trained first;
+# DPO_MODEL=embedded (or any other folder/name) skips that. ARGS= keeps DPO flags away from the SFT run.
+SFT_SMOLTALK_MODEL := $(RUNS)/sft-smoltalk/model
+DPO_MODEL ?= $(SFT_SMOLTALK_MODEL)
+# recipes/dpo/ultrafeedback_ipo.yaml (IPO) or recipes/dpo/ultrafeedback_lora.yaml (LoRA); each writes its own folder.
+DPO_CONFIG ?= recipes/dpo/ultrafeedback.yaml
+DPO_OUTPUT ?= $(RUNS)/dpo-$(subst _,-,$(basename $(notdir $(DPO_CONFIG))))/model
+RM_MODEL ?= $(MODEL)
+DPO_COUNTDOWN_DIR := $(RUNS)/dpo-countdown
+DPO_COUNTDOWN_MODEL ?= $(SFT_COUNTDOWN_DIR)/model
+# On-policy pairs: PAIRS_PROMPTS training prompts x PAIRS_K samples at PAIRS_TEMPERATURE; the offset skips the
+# tasks the default SFT run trained on (countdown_train_size 640), so DPO sees new prompts.
+PAIRS_PROMPTS ?= 96
+PAIRS_K ?= 4
+PAIRS_TEMPERATURE ?= 1.0
+PAIRS_TASK_OFFSET ?= 640
+PAIRS_ARGS ?=
+
+$(SFT_SMOLTALK_MODEL)/run_summary.json:
+	$(MAKE) sft-smoltalk ARGS=
+
+$(SFT_COUNTDOWN_DIR)/model/run_summary.json:
+	$(MAKE) sft-countdown ARGS=
+
+dpo-ultrafeedback: setup $(if $(filter $(SFT_SMOLTALK_MODEL),$(DPO_MODEL)),$(SFT_SMOLTALK_MODEL)/run_summary.json)
+	$(LAUNCH) recipes/dpo/run.py --config $(DPO_CONFIG) --model_name_or_path $(DPO_MODEL) \
+		--output_dir $(DPO_OUTPUT) $(ARGS)
+
+rm-ultrafeedback: setup
+	$(LAUNCH) recipes/reward/run.py --config recipes/reward/ultrafeedback.yaml --model_name_or_path $(RM_MODEL) \
+		--output_dir $(RUNS)/rm-ultrafeedback/model $(ARGS)
+
+# Pairs from the SFT model (reused when model, sampling and tasks are unchanged) -> DPO -> held-out accuracy of
+# the SFT start and of the DPO result on the same tasks.
+dpo-countdown: setup $(if $(filter $(SFT_COUNTDOWN_DIR)/model,$(DPO_COUNTDOWN_MODEL)),$(SFT_COUNTDOWN_DIR)/model/run_summary.json)
+	$(PY) -m posttrain.preferences --model $(DPO_COUNTDOWN_MODEL) --output_dir $(DPO_COUNTDOWN_DIR)/pairs \
+		--template $(TEMPLATE) --n_prompts $(PAIRS_PROMPTS) --k $(PAIRS_K) --temperature $(PAIRS_TEMPERATURE) \
+		--max_new_tokens $(MAX_NEW_TOKENS) --data_seed $(EVAL_SEED) --task_offset $(PAIRS_TASK_OFFSET) $(PAIRS_ARGS)
+	$(LAUNCH) recipes/dpo/run.py --config recipes/dpo/countdown.yaml --model_name_or_path $(DPO_COUNTDOWN_MODEL) \
+		--dataset_name $(DPO_COUNTDOWN_DIR)/pairs --output_dir $(DPO_COUNTDOWN_DIR)/model $(ARGS)
+	$(EVAL) --model $(DPO_COUNTDOWN_MODEL) --output_dir $(DPO_COUNTDOWN_DIR)/eval-sft $(EVAL_ARGS)
+	$(EVAL) --model $(DPO_COUNTDOWN_DIR)/model --output_dir $(DPO_COUNTDOWN_DIR)/eval-dpo $(EVAL_ARGS)
+	$(PY) -m eval.compare $(DPO_COUNTDOWN_DIR)/eval-sft $(DPO_COUNTDOWN_DIR)/eval-dpo \
+		--markdown $(DPO_COUNTDOWN_DIR)/results.md
+
+# Online RL (GRPO / RLOO). Countdown: held-out eval of the start model -> RL -> eval after -> table. The start
+# is the SFT model (`make sft-countdown`); its eval is reused from sft-countdown's eval-after when that measured
+# the same weights with the same settings. RL_CONFIG picks the YAML (countdown, countdown_lora), and the run
+# folder is $(RUNS)/<algo>-$(RL_CONFIG). UltraFeedback: policy from `make sft-smoltalk`, reward model REWARD_RM.
+RL_CONFIG ?= countdown
+RL_MODEL ?= $(SFT_COUNTDOWN_DIR)/model
+RL_UF_CONFIG ?= ultrafeedback
+RL_UF_MODEL ?= $(RUNS)/sft-smoltalk/model
+
+define rl_countdown
+	@if [ ! -e "$(RL_MODEL)" ] && [[ "$(RL_MODEL)" == $(RUNS)/* ]]; then \
+		echo "$(RL_MODEL) does not exist: run 'make sft-countdown' first (or pass RL_MODEL=embedded)"; exit 1; fi
+	$(if $(EVAL_ARGS),false,$(PY) -m posttrain.rl reuse-eval $(SFT_COUNTDOWN_DIR)/eval-after \
+		--output_dir $(RUNS)/$(1)-$(RL_CONFIG)/eval-before --model $(RL_MODEL) --template $(TEMPLATE) \
+		--n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --max_new_tokens $(MAX_NEW_TOKENS)) \
+		|| $(EVAL) --model $(RL_MODEL) --output_dir $(RUNS)/$(1)-$(RL_CONFIG)/eval-before $(EVAL_ARGS)
+	$(LAUNCH) recipes/$(1)/run.py --config recipes/$(1)/$(RL_CONFIG).yaml --prompt_template $(TEMPLATE) \
+		--model_name_or_path $(RL_MODEL) --output_dir $(RUNS)/$(1)-$(RL_CONFIG)/model $(ARGS)
+	$(EVAL) --model $(RUNS)/$(1)-$(RL_CONFIG)/model --output_dir $(RUNS)/$(1)-$(RL_CONFIG)/eval-after $(EVAL_ARGS)
+	$(PY) -m eval.compare $(RUNS)/$(1)-$(RL_CONFIG)/eval-before $(RUNS)/$(1)-$(RL_CONFIG)/eval-after \
+		--markdown $(RUNS)/$(1)-$(RL_CONFIG)/results.md
+endef
+
+define rl_ultrafeedback
+	$(LAUNCH) recipes/$(1)/run.py --config recipes/$(1)/$(RL_UF_CONFIG).yaml --model_name_or_path $(RL_UF_MODEL) \
+		--reward_model_path $(REWARD_RM) --output_dir $(RUNS)/$(1)-$(RL_UF_CONFIG)/model $(ARGS)
+endef
+
+grpo-countdown: setup
+	$(call rl_countdown,grpo)
+
+rloo-countdown: setup
+	$(call rl_countdown,rloo)
+
+grpo-ultrafeedback: setup
+	$(call rl_ultrafeedback,grpo)
+
+rloo-ultrafeedback: setup
+	$(call rl_ultrafeedback,rloo)
+
+# Per-step time of GRPO and RLOO on CPU, split into generation, reward scoring and update.
+bench-rl: setup
+	$(PY) benchmarks/rl_step_time.py
+
+# Chat SFT on smol-smoltalk, the loss on every assistant turn; prints the held-out loss before/after.
+# CHAT_DATA=fixture picks the offline fixture (the hub name falls back to it when the hub is unreachable).
+CHAT_DATA ?= HuggingFaceTB/smol-smoltalk
+SFT_SMOLTALK_DIR := $(RUNS)/sft-smoltalk
+
+sft-smoltalk: setup
+	$(LAUNCH) recipes/sft/run.py --config recipes/sft/smoltalk.yaml --model_name_or_path $(MODEL) \
+		--dataset_name $(CHAT_DATA) --output_dir $(SFT_SMOLTALK_DIR)/model $(ARGS)
 
 bench: setup
 	$(PY) benchmarks/cpu_throughput.py

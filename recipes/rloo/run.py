@@ -1,0 +1,40 @@
+"""Online RL with RLOO (TRL RLOOTrainer): Countdown with rule rewards, UltraFeedback with a learned reward model.
+
+    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/rloo/run.py --config recipes/rloo/countdown.yaml
+    accelerate launch --config_file accelerate_configs/single_gpu.yaml recipes/rloo/run.py \
+        --config recipes/rloo/countdown.yaml --model_name_or_path <SFT of Qwen/Qwen2.5-0.5B> \
+        --use_vllm true --vllm_mode colocate
+
+Each step samples `num_generations` completions for each of (generation batch / num_generations) prompts,
+scores them with `reward_funcs` (weighted by `reward_weights`) and uses REINFORCE with a leave-one-out
+baseline: each completion's advantage is its reward minus the mean reward of the other completions of the same
+prompt (`beta` > 0 puts a KL penalty to the start model into the reward). The configuration is checked before
+any model loads (`posttrain.rl`); the reward curve is written to `output_dir/reward_curve.{png,jsonl}`.
+Re-running the same command resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+from trl import ModelConfig, RLOOTrainer, TrlParser
+
+from posttrain.configs import CountdownArguments, ScriptArguments
+from posttrain.rl import RLOORecipeConfig, parse_rl_args, run_rl
+from rewards.config import RewardArguments
+
+
+def main(
+    script_args: ScriptArguments,
+    countdown_args: CountdownArguments,
+    reward_args: RewardArguments,
+    training_args: RLOORecipeConfig,
+    model_args: ModelConfig,
+) -> RLOOTrainer:
+    return run_rl("rloo", RLOOTrainer, script_args, countdown_args, reward_args, training_args, model_args)
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((ScriptArguments, CountdownArguments, RewardArguments, RLOORecipeConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    main(*parse_rl_args(make_parser()))
