@@ -559,29 +559,6 @@ def parse_rl_args(parser: Any, argv: Sequence[str] | None = None) -> tuple:
     return parsed
 
 
-def resume_checkpoint(checkpoint: str | None) -> str | None:
-    """`checkpoint`, or the newest complete one beside it when it was cut off while being written.
-
-    The Trainer writes trainer_state.json last, so a run killed while saving leaves a newer checkpoint folder
-    without it, which `get_last_checkpoint` would still pick and the resume would fail on.
-    """
-    if checkpoint is None or (Path(checkpoint) / "trainer_state.json").is_file():
-        return checkpoint
-    folder = Path(checkpoint).parent
-    complete = [
-        p
-        for p in folder.glob("checkpoint-*")
-        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
-    ]
-    best = max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
-    logger.warning(
-        "%s was cut off while being saved (no trainer_state.json); resuming from %s instead.",
-        checkpoint,
-        best or "the start",
-    )
-    return str(best) if best else None
-
-
 START_HINTS = {
     "countdown": "run `make sft-countdown` first, or pass --model_name_or_path embedded",
     "ultrafeedback": "run `make sft-smoltalk` first, or pass --model_name_or_path embedded",
@@ -638,7 +615,7 @@ def run_rl(
         peft_config=get_peft_config(model_args),
         callbacks=[curve],
     )
-    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(last_checkpoint(training_args)))
+    train_result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args))
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_state()
 

@@ -82,16 +82,27 @@ def _cuda_available() -> bool:
 
 
 def last_checkpoint(training_args) -> str | None:
-    """The newest `checkpoint-N` in output_dir, so re-running the same command resumes instead of restarting."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete `checkpoint-N` in output_dir, so re-running the same command resumes instead of
+    restarting. The Trainer writes trainer_state.json last, so a folder without it was cut off while saving
+    (a kill mid-save) and is skipped in favour of the newest complete one."""
     if training_args.resume_from_checkpoint:
         return training_args.resume_from_checkpoint
-    if os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-        if checkpoint is not None:
-            logger.info("Resuming from %s (delete the folder to start over).", checkpoint)
-        return checkpoint
+    folder = Path(training_args.output_dir)
+    if not folder.is_dir():
+        return None
+    steps = sorted(
+        (int(p.name.split("-")[-1]), p)
+        for p in folder.glob("checkpoint-*")
+        if p.is_dir() and p.name.split("-")[-1].isdigit()
+    )
+    complete = [p for _, p in steps if (p / "trainer_state.json").is_file()]
+    if steps and (not complete or complete[-1] != steps[-1][1]):
+        logger.warning(
+            "%s was cut off while being saved (no trainer_state.json); it is skipped.", steps[-1][1]
+        )
+    if complete:
+        logger.info("Resuming from %s (delete the folder to start over).", complete[-1])
+        return str(complete[-1])
     return None
 
 

@@ -464,14 +464,21 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir: Path, tmp_path: 
 
 
 def test_resume_skips_a_checkpoint_cut_off_while_saving(tmp_path: Path):
-    from posttrain.rl import resume_checkpoint
+    from types import SimpleNamespace
 
-    (tmp_path / "checkpoint-2").mkdir()
-    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    from posttrain.runtime import last_checkpoint
+
+    args = SimpleNamespace(resume_from_checkpoint=None, output_dir=str(tmp_path))
+    assert last_checkpoint(args) is None
     (tmp_path / "checkpoint-3").mkdir()  # killed before trainer_state.json was written
-    assert resume_checkpoint(str(tmp_path / "checkpoint-3")) == str(tmp_path / "checkpoint-2")
-    assert resume_checkpoint(str(tmp_path / "checkpoint-2")) == str(tmp_path / "checkpoint-2")
-    assert resume_checkpoint(None) is None
+    assert last_checkpoint(args) is None
+    for step in (2, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-11").mkdir()
+    assert last_checkpoint(args) == str(tmp_path / "checkpoint-10")  # numeric order, cut-off one skipped
+    args.resume_from_checkpoint = str(tmp_path / "checkpoint-2")
+    assert last_checkpoint(args) == str(tmp_path / "checkpoint-2")
 
 
 @pytest.mark.slow  # ~80 s: two DeepSpeed processes start, each loads the model
