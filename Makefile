@@ -43,8 +43,14 @@ help:
 	@echo "make dpo-ultrafeedback DPO on UltraFeedback from runs/sft-smoltalk/model (DPO_MODEL=embedded: no SFT)"
 	@echo "make rm-ultrafeedback  Bradley-Terry reward model on UltraFeedback -> runs/rm-ultrafeedback/model"
 	@echo "make dpo-countdown     on-policy pairs from runs/sft-countdown/model -> DPO -> held-out accuracy"
+	@echo "make grpo-countdown    eval -> GRPO from runs/sft-countdown/model -> eval (rloo-countdown: RLOO)"
+	@echo "make rloo-ultrafeedback RLOO from runs/sft-smoltalk/model, reward runs/rm-ultrafeedback/model (grpo-...)"
+	@echo "make serve-reward     OpenAI-compatible reward endpoint for a reward model (RM=folder)"
+	@echo "make eval-winrate     win rate vs REFERENCE judged by the reward endpoint (SERVE_RM=folder: all in one)"
+	@echo "make leaderboard-submit build, validate and (with LEADERBOARD_URL) upload a submission"
+	@echo "make results          every run's summary.json as one table + runs/results.png"
 	@echo "make test             fast offline test suite;  make test-slow: the slow tests"
-	@echo "make bench            CPU benchmarks (reward throughput, SFT tokens/s)"
+	@echo "make bench            CPU benchmarks (reward throughput, SFT tokens/s); bench-rl: RL step time"
 	@echo "make lint             ruff"
 
 setup: $(VENV)/.setup-done
@@ -170,7 +176,10 @@ dpo-countdown: setup $(if $(filter $(SFT_COUNTDOWN_DIR)/model,$(DPO_COUNTDOWN_MO
 		--max_new_tokens $(MAX_NEW_TOKENS) --data_seed $(EVAL_SEED) --task_offset $(PAIRS_TASK_OFFSET) $(PAIRS_ARGS)
 	$(LAUNCH) recipes/dpo/run.py --config recipes/dpo/countdown.yaml --model_name_or_path $(DPO_COUNTDOWN_MODEL) \
 		--dataset_name $(DPO_COUNTDOWN_DIR)/pairs --output_dir $(DPO_COUNTDOWN_DIR)/model $(ARGS)
-	$(EVAL) --model $(DPO_COUNTDOWN_MODEL) --output_dir $(DPO_COUNTDOWN_DIR)/eval-sft $(EVAL_ARGS)
+	$(if $(EVAL_ARGS),false,$(PY) -m posttrain.rl reuse-eval $(SFT_COUNTDOWN_DIR)/eval-after \
+		--output_dir $(DPO_COUNTDOWN_DIR)/eval-sft --model $(DPO_COUNTDOWN_MODEL) --template $(TEMPLATE) \
+		--n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --max_new_tokens $(MAX_NEW_TOKENS)) \
+		|| $(EVAL) --model $(DPO_COUNTDOWN_MODEL) --output_dir $(DPO_COUNTDOWN_DIR)/eval-sft $(EVAL_ARGS)
 	$(EVAL) --model $(DPO_COUNTDOWN_DIR)/model --output_dir $(DPO_COUNTDOWN_DIR)/eval-dpo $(EVAL_ARGS)
 	$(PY) -m eval.compare $(DPO_COUNTDOWN_DIR)/eval-sft $(DPO_COUNTDOWN_DIR)/eval-dpo \
 		--markdown $(DPO_COUNTDOWN_DIR)/results.md
