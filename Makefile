@@ -111,10 +111,10 @@ WINRATE_PROMPTS ?= 32
 WINRATE_MAX_NEW_TOKENS ?= 96
 WINRATE_ARGS ?=
 # Leaderboard submission: METHOD names the training method; LEADERBOARD_URL / LEADERBOARD_TOKEN enable the upload.
-METHOD ?= unspecified
+METHOD ?=
 SUBMIT_COUNTDOWN_PROMPTS ?=
 SUBMIT_UF_PROMPTS ?=
-SUBMIT_N ?= 32
+SUBMIT_N ?=
 SUBMIT_ARGS ?=
 
 serve-reward: setup
@@ -127,7 +127,8 @@ eval-winrate: setup
 		$(if $(SERVE_RM),--serve_rm $(SERVE_RM)) $(WINRATE_ARGS)
 
 leaderboard-submit: setup
-	$(PY) -m eval.submit --model $(MODEL) --method $(METHOD) --countdown_n $(SUBMIT_N) --ultrafeedback_n $(SUBMIT_N) \
+	$(PY) -m eval.submit --model $(MODEL) $(if $(METHOD),--method $(METHOD)) \
+		$(if $(SUBMIT_N),--countdown_n $(SUBMIT_N) --ultrafeedback_n $(SUBMIT_N)) \
 		--countdown_max_new_tokens $(MAX_NEW_TOKENS) --ultrafeedback_max_new_tokens $(WINRATE_MAX_NEW_TOKENS) \
 		$(if $(SUBMIT_COUNTDOWN_PROMPTS),--countdown_prompts $(SUBMIT_COUNTDOWN_PROMPTS)) \
 		$(if $(SUBMIT_UF_PROMPTS),--ultrafeedback_prompts $(SUBMIT_UF_PROMPTS)) $(SUBMIT_ARGS)

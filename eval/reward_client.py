@@ -6,16 +6,20 @@ Request: ``client.chat.completions.create(model=..., messages=[{"role": "user", 
 Response shapes `parse_reward` accepts (a ChatCompletion object or its dict), first match wins:
 1. ``choices[0].message.content == "reward:<float>"`` (Llama-3.1-Nemotron-70B-Reward; spaces around the colon
    and an upper-case key are tolerated; the content may list other ``name:value`` pairs separated by commas,
-   as long as one of them is ``reward``).
-2. The logprobs fallback: ``choices[0].logprobs.content`` holds an entry whose ``token`` is ``"reward"``;
-   its ``logprob`` is the score (the same number, in the form NVIDIA's API also returns it).
+   as long as one of them is ``reward``). The number is a plain ASCII decimal (``-1``, ``0.5``, ``1.5e-2``):
+   no ``_`` separators, no non-ASCII digits, nothing after it; a key given twice is an error.
+2. The logprobs fallback, used only when the content has no ``reward`` key at all (empty or another format):
+   ``choices[0].logprobs.content`` holds an entry whose ``token`` is ``"reward"``; its ``logprob`` (a JSON
+   number, not a string) is the score (the same number, in the form NVIDIA's API also returns it).
 Anything else raises `RewardParseError` (never a silent 0): an error body, no choices, a bare number, a content
-without a ``reward`` key, a non-finite value, text after the number, a plain string body (what the openai
-client returns when the server sends non-JSON).
+without a ``reward`` key and no logprob, a ``reward`` value that is not a finite number (``reward:nan``,
+``reward:abc``: an error even when a logprob is present), text after the number, a plain string body (what the
+openai client returns when the server sends non-JSON).
 
 `RewardClient` adds what a long evaluation needs: an on-disk cache keyed by (endpoint model, messages) so a
 re-run or a resumed run never pays for a score twice, retries with exponential backoff (and ``Retry-After``) on
-429, 408/409, 5xx, timeouts, dropped connections and unparseable bodies, and a fatal stop on a refused key
+429, 408/409, 5xx, timeouts and dropped connections (an unparseable body is retried once only: it is rarely
+transient), and a fatal stop on a refused key
 (401/403) or an unknown model (404) instead of failing every item one by one. The API key is read from an
 environment variable by the caller and is never logged or written anywhere.
 """
@@ -42,6 +46,11 @@ logger = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
 
 _NAME_VALUE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\- ]*?)\s*:\s*(\S.*?)\s*$", re.S)
+# A plain ASCII decimal: no "_" separators, no non-ASCII digits (float() would accept both), nothing around it.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+# Does the content name a ``reward`` key at all (then it must parse; no logprobs fallback)?
+_REWARD_KEY = re.compile(r"(?:^|,)\s*reward\s*:", re.I)
 
 
 class RewardParseError(ValueError):
@@ -64,14 +73,26 @@ def _get(obj: Any, key: str) -> Any:
 
 
 def _finite(value: Any, where: str) -> float:
+    """A JSON number (int or float, never a bool or a string) that is finite."""
     if isinstance(value, bool):
         raise RewardParseError(f"{where} is a boolean, not a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise RewardParseError(f"{where} is not a number: {str(value)[:80]!r}") from None
+    if not isinstance(value, (int, float)):
+        raise RewardParseError(f"{where} is not a number: {str(value)[:80]!r}")
+    number = float(value)
     if not math.isfinite(number):
         raise RewardParseError(f"{where} is not finite: {value!r}")
+    return number
+
+
+def _number_text(text: str, where: str) -> float:
+    """A strict ASCII decimal in text form (the content's ``reward:<float>``)."""
+    if text.strip().lower() in _NON_FINITE:
+        raise RewardParseError(f"{where} is not finite: {text!r}")
+    if not _NUMBER.fullmatch(text):
+        raise RewardParseError(f"{where} is not a number: {text[:80]!r}")
+    number = float(text)
+    if not math.isfinite(number):
+        raise RewardParseError(f"{where} is not finite: {text!r}")
     return number
 
 
@@ -83,18 +104,21 @@ def _from_content(content: Any) -> float | None:
         raise RewardParseError(
             f"message content is {type(content).__name__}, expected a 'reward:<float>' string"
         )
-    pairs = {}
+    pairs: dict[str, str] = {}
     for part in content.split(","):
         match = _NAME_VALUE.match(part)
         if not match:
             raise RewardParseError(f"message content is not 'reward:<float>': {content[:120]!r}")
-        pairs[match.group(1).strip().lower()] = match.group(2)
+        name = match.group(1).strip().lower()
+        if name in pairs:
+            raise RewardParseError(f"message content gives the key {name!r} twice: {content[:120]!r}")
+        pairs[name] = match.group(2)
     if "reward" not in pairs:
         raise RewardParseError(
             f"message content has no 'reward' value (keys: {sorted(pairs)}); this parser reads the "
             f"Llama-3.1-Nemotron-70B-Reward format 'reward:<float>'"
         )
-    return _finite(pairs["reward"], "the 'reward' value in the message content")
+    return _number_text(pairs["reward"], "the 'reward' value in the message content")
 
 
 def _from_logprobs(logprobs: Any) -> float | None:
@@ -145,6 +169,8 @@ def parse_reward(response: Any) -> float:
         value, content_error = None, exc
     if value is not None:
         return value
+    if content_error is not None and isinstance(content, str) and _REWARD_KEY.search(content):
+        raise content_error  # the content names a reward but it is unreadable: no fallback
     value = _from_logprobs(choice.get("logprobs"))
     if value is not None:
         return value
@@ -219,11 +245,22 @@ class ScoreCache:
 
 
 def redact_url(url: str) -> str:
-    """The URL without user:password and query string (either could hold a credential)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    """The URL without user:password, query string and fragment (any could hold a credential).
+
+    Something that does not parse as ``scheme://host/...`` is shown as its scheme only.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:  # e.g. a non-numeric port
+        return "(unparseable URL)"
+    if not host:
+        return f"{parts.scheme}:(no host)" if parts.scheme else "(no scheme, no host)"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    if port:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
@@ -272,7 +309,8 @@ class RewardClient:
 
     ``max_retries`` counts retries after the first attempt; the wait before retry i is
     ``min(backoff_max_s, backoff_s * 2**i)`` with +-25% jitter, or the server's ``Retry-After`` when it is
-    shorter than ``backoff_max_s``.
+    shorter than ``backoff_max_s``. An unparseable body is not a transient fault: it is retried at most
+    ``max_parse_retries`` times (1), within ``max_retries``.
     """
 
     def __init__(
@@ -286,14 +324,18 @@ class RewardClient:
         max_retries: int = 5,
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
+        max_parse_retries: int = 1,
     ):
         from openai import OpenAI
 
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if max_retries < 0 or max_parse_retries < 0:
+            raise ValueError(
+                f"max_retries and max_parse_retries must be >= 0, got {max_retries}, {max_parse_retries}"
+            )
         self.base_url = base_url
         self.model = model
         self.max_retries = max_retries
+        self.max_parse_retries = max_parse_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.cache = ScoreCache(cache_path)
@@ -318,6 +360,7 @@ class RewardClient:
             self.stats.add("cache_hits")
             return ScoreResult(score=cached, cached=True)
         last_error = "no attempt made"
+        parse_failures = 0
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.stats.add("retries")
@@ -359,6 +402,10 @@ class RewardClient:
                 self.stats.add("scored")
                 return ScoreResult(score=value, attempts=attempt + 1)
             self.stats.error(kind)
+            if kind == "unparseable":
+                parse_failures += 1
+                if parse_failures > self.max_parse_retries:
+                    break  # the same answer again is the likely outcome: fail the item
             if attempt < self.max_retries:
                 logger.debug(
                     "reward request failed (%s), retry %d/%d", last_error, attempt + 1, self.max_retries

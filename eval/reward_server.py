@@ -16,11 +16,13 @@ the scores are the ones the reward model was trained to give. Concurrent request
 to ``--batch_size`` conversations, waiting at most ``--batch_wait_ms`` for company) by one worker thread that
 owns the model; batching does not change the scores beyond float rounding.
 
-The served id is ``<folder name>-<8 hex>``, the hex a fingerprint of the folder's config and weight files, so a
-retrained model never reuses the client's score cache of an older one (``--served_model_name`` overrides it).
+The served id is ``<folder name>-<8 hex>``, the hex a fingerprint of the folder's config, weight and tokenizer /
+chat-template files (`model_fingerprint`), so a retrained model or a changed chat template never reuses the
+client's score cache of an older one (``--served_model_name`` overrides it).
 A conversation longer than the model's limit is refused with HTTP 400 ``context_length_exceeded`` (clients
 truncate first; `eval.winrate` does). With ``--api_key_env NAME`` set to a variable holding a key, every request
-needs ``Authorization: Bearer <key>``.
+needs ``Authorization: Bearer <key>``. A request whose ``Content-Length`` is missing a valid non-negative integer
+gets 400; one that waits longer than ``--result_timeout_s`` for its score gets 503 (the client retries).
 
 Standard library HTTP (``ThreadingHTTPServer``): no web framework to install.
 """
@@ -39,6 +41,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,24 @@ logger = logging.getLogger("eval.reward_server")
 MAX_BODY_BYTES = 8 * 1024 * 1024
 ROLES = ("system", "user", "assistant")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+# Files besides the weights that change what a model computes or how its input is built.
+FINGERPRINT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+FINGERPRINT_HASH_LIMIT = 64 * 1024 * 1024  # files up to this size are hashed by content, larger ones by stat
+DEFAULT_RESULT_TIMEOUT_S = 120.0
 
 
 class RewardModelError(ValueError):
@@ -67,17 +88,30 @@ class RequestError(ValueError):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def model_fingerprint(path: Path) -> str:
-    """8 hex chars over config.json and the names, sizes and mtimes of the weight files."""
+def model_fingerprint(path: str | os.PathLike[str], length: int = 8) -> str:
+    """``length`` hex chars over a model folder's config, weight, tokenizer and chat-template files.
+
+    Each file counts by name and content; a weight file over 64 MiB counts by name, size and mtime instead
+    (hashing many GB on every start would cost more than it saves). Used for the served model id here and for
+    the generation cache key of `eval.winrate`.
+    """
+    folder = Path(path)
     digest = hashlib.sha256()
-    config = path / "config.json"
-    if config.is_file():
-        digest.update(config.read_bytes())
-    for f in sorted(path.iterdir()):
-        if f.suffix in WEIGHT_SUFFIXES and f.is_file():
-            stat = f.stat()
-            digest.update(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:8]
+    for f in sorted(folder.iterdir()):
+        if not f.is_file() or not (
+            f.name in FINGERPRINT_FILES or f.suffix in WEIGHT_SUFFIXES or f.name.endswith(".index.json")
+        ):
+            continue
+        stat = f.stat()
+        if stat.st_size <= FINGERPRINT_HASH_LIMIT:
+            file_digest = hashlib.sha256()
+            with f.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    file_digest.update(block)
+            digest.update(f"{f.name}:sha256:{file_digest.hexdigest()}\n".encode())
+        else:
+            digest.update(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:length]
 
 
 def check_reward_model_dir(path: str | os.PathLike[str]) -> Path:
@@ -214,6 +248,12 @@ class Batcher:
                     stop = True
                     break
                 items.append(item)
+            # A request that timed out cancelled its future: skip it (and never set a cancelled future's result).
+            items = [(ids, future) for ids, future in items if future.set_running_or_notify_cancel()]
+            if not items:
+                if stop:
+                    return
+                continue
             try:
                 scores = self.scorer.score_ids([ids for ids, _ in items])
             except Exception as exc:  # one bad batch must not kill the worker
@@ -286,7 +326,22 @@ def completion_body(model: str, reward: float, prompt_tokens: int) -> dict[str, 
     }
 
 
-def make_handler(scorer: RewardScorer, batcher: Batcher, api_key: str | None) -> type[BaseHTTPRequestHandler]:
+def _content_length(header: str | None) -> int:
+    """The request body's length: a missing header is 0; anything but a plain non-negative integer is a 400."""
+    if header is None:
+        return 0
+    text = header.strip()
+    if not text.isascii() or not text.isdigit():
+        raise RequestError(400, f"Content-Length must be a non-negative integer, got {header[:40]!r}")
+    return int(text)
+
+
+def make_handler(
+    scorer: RewardScorer,
+    batcher: Batcher,
+    api_key: str | None,
+    result_timeout_s: float = DEFAULT_RESULT_TIMEOUT_S,
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "posttrain-reward/1"
         protocol_version = "HTTP/1.1"
@@ -347,7 +402,7 @@ def make_handler(scorer: RewardScorer, batcher: Batcher, api_key: str | None) ->
                 path = self.path.split("?")[0].rstrip("/")
                 if path != "/v1/chat/completions":
                     raise RequestError(404, f"no route POST {path}; use /v1/chat/completions", "not_found")
-                length = int(self.headers.get("Content-Length") or 0)
+                length = _content_length(self.headers.get("Content-Length"))
                 if length > MAX_BODY_BYTES:
                     raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes", "request_too_large")
                 try:
@@ -377,7 +432,16 @@ def make_handler(scorer: RewardScorer, batcher: Batcher, api_key: str | None) ->
                         "context_length_exceeded",
                         "messages",
                     )
-                reward = batcher.submit(ids).result()
+                future = batcher.submit(ids)
+                try:
+                    reward = future.result(timeout=result_timeout_s)
+                except FutureTimeoutError:
+                    future.cancel()  # not scored later if it is still queued
+                    raise RequestError(
+                        503,
+                        f"no score within {result_timeout_s:g} s (the server is overloaded); retry later",
+                        "server_overloaded",
+                    ) from None
                 self._send(200, completion_body(scorer.served_model_name, reward, len(ids)))
             except RequestError as err:
                 self._error(err)
@@ -400,11 +464,14 @@ class RewardServer:
         api_key: str | None = None,
         batch_size: int = 16,
         batch_wait_ms: float = 5.0,
+        result_timeout_s: float = DEFAULT_RESULT_TIMEOUT_S,
     ):
         self.scorer = scorer
         self.batcher = Batcher(scorer, batch_size=batch_size, wait_s=batch_wait_ms / 1000)
         try:
-            self.httpd = ThreadingHTTPServer((host, port), make_handler(scorer, self.batcher, api_key))
+            self.httpd = ThreadingHTTPServer(
+                (host, port), make_handler(scorer, self.batcher, api_key, result_timeout_s)
+            )
         except OSError as exc:
             self.batcher.close()
             raise RewardModelError(
@@ -491,6 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch_wait_ms", type=float, default=5.0, help="how long a request waits for batch company"
     )
     p.add_argument("--max_length", type=int, default=None, help="token limit (default: the model's)")
+    p.add_argument(
+        "--result_timeout_s",
+        type=float,
+        default=DEFAULT_RESULT_TIMEOUT_S,
+        help="a request waiting longer than this for its score gets 503",
+    )
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument(
@@ -532,6 +605,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             api_key=api_key,
             batch_size=args.batch_size,
             batch_wait_ms=args.batch_wait_ms,
+            result_timeout_s=args.result_timeout_s,
         )
     except RewardModelError as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -342,7 +342,6 @@ def _generate_vllm(
         raise ImportError("backend='vllm' needs the `vllm` package (GPU only): pip install vllm") from exc
     from posttrain.models import resolve_model_name
 
-    llm = vllm.LLM(model=resolve_model_name(model), revision=revision, seed=params.seed)
     sampling = vllm.SamplingParams(
         n=params.n,
         temperature=params.temperature,
@@ -352,8 +351,48 @@ def _generate_vllm(
         max_tokens=params.max_new_tokens,
         seed=params.seed,
     )
-    if is_conversational_prompts(prompts):
-        outputs = llm.chat([list(p) for p in prompts], sampling, add_generation_prompt=True, use_tqdm=True)
-    else:
-        outputs = llm.generate(list(prompts), sampling, use_tqdm=True)
-    return [[o.text for o in out.outputs] for out in outputs]
+    llm = vllm.LLM(model=resolve_model_name(model), revision=revision, seed=params.seed)
+    try:
+        if is_conversational_prompts(prompts):
+            outputs = llm.chat(
+                [list(p) for p in prompts], sampling, add_generation_prompt=True, use_tqdm=True
+            )
+        else:
+            outputs = llm.generate(list(prompts), sampling, use_tqdm=True)
+        return [[o.text for o in out.outputs] for out in outputs]
+    finally:
+        # Free the engine's GPU memory before returning: a second call in this process (policy, then the
+        # reference) would otherwise find the first engine's KV cache still allocated and run out of memory.
+        # Every step is guarded: the helpers moved between vLLM versions.
+        import gc
+
+        try:  # the V1 engine runs its core in a subprocess that holds the GPU memory
+            stop = getattr(getattr(getattr(llm, "llm_engine", None), "engine_core", None), "shutdown", None)
+            if callable(stop):
+                stop()
+        except Exception as exc:  # cleanup must never hide the generation's own result or error
+            logger.debug("vllm cleanup: engine_core.shutdown failed: %s", exc)
+        del llm
+        try:
+            try:  # newer vLLM: one helper for the parallel groups, the process group and the cache
+                from vllm.distributed import cleanup_dist_env_and_memory
+
+                cleanup_dist_env_and_memory()
+            except ImportError:
+                from vllm.distributed.parallel_state import (
+                    destroy_distributed_environment,
+                    destroy_model_parallel,
+                )
+
+                destroy_model_parallel()
+                destroy_distributed_environment()
+        except Exception as exc:  # ImportError on versions without either, or nothing initialised
+            logger.debug("vllm cleanup: distributed teardown skipped: %s", exc)
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception as exc:
+            logger.debug("vllm cleanup: torch.cuda.empty_cache failed: %s", exc)

@@ -12,25 +12,32 @@ Prompt sets (each a file path or a hub dataset id):
   line, ``fixture`` or a hub dataset with a ``prompt`` column; default: ``HuggingFaceH4/ultrafeedback_binarized``
   test prompts, the project's fixture when the hub is unreachable.
 
+How many: every item of a given prompt file or dataset (the leaderboard's sets are sent whole); only for the
+default sets (generated Countdown tasks, the default/fixture UltraFeedback prompts) the first 32 (a CPU-sized
+run). ``--countdown_n`` / ``--ultrafeedback_n`` take the first N in either case.
+
 The file (schema version 1; `validate_submission` checks every field and reports all problems at once)::
 
     {
       "schema_version": 1,
       "metadata": {
-        "model": str, "model_revision": str | null, "method": str (non-empty),
+        "model": str, "model_revision": str | null (the resolved hub commit when none was asked for),
+        "method": str (non-empty),
         "git_commit": str | null, "created": ISO-8601 str, "seed": int >= 0,
         "sampling": {"max_new_tokens": int >= 1, "temperature": number >= 0, "top_p": number in (0, 1],
                      "top_k": int >= 0, "n": 1, "seed": int, "batch_size": int | null},
+                                   # max_new_tokens here: the largest of the tasks'; each task's own is below
         "backend": "hf" | "vllm", "team": str | null
       },
       "countdown": {                       # optional, but at least one task must be present
-        "prompt_source": object, "template": str,
+        "prompt_source": object, "template": str, "max_new_tokens": int >= 1 (optional; written by this tool),
         "items": [{"id": str (unique), "target": int >= 0, "nums": [int >= 0, ...] (>= 2),
                    "prompt": str, "completion": str}, ...]   # >= 1 item
       },
       "ultrafeedback": {
-        "prompt_source": object,
-        "items": [{"id": str (unique; sha256 of the prompt), "prompt": str (non-empty), "response": str}, ...]
+        "prompt_source": object, "max_new_tokens": int >= 1 (optional; written by this tool),
+        "items": [{"id": str (unique; the sha256 hex of the prompt's UTF-8, checked), "prompt": str (non-empty),
+                   "response": str}, ...]
       }
     }
 
@@ -38,9 +45,10 @@ No other keys are allowed at any level (a typo is an error, not silently dropped
 and may be any string, empty included. Files go to ``submissions/<model>-<method>-<UTC time>.json``
 (atomically). Upload: ``POST`` of the JSON to ``LEADERBOARD_URL`` with ``Authorization: Bearer
 $LEADERBOARD_TOKEN`` and an ``Idempotency-Key`` (the file's sha256, so a resend of the same file cannot count
-twice). The token is never printed or saved; it is refused over plain http except to localhost. Every refusal
-(401/403/409/413/422/429/5xx, no connection) ends with a message that says what happened and what to do; the
-file stays on disk either way. Without ``LEADERBOARD_URL`` the file is written and its path printed.
+twice). The token is never printed or saved; it is refused over plain http except to localhost, and a redirect
+(3xx) is refused rather than followed (following would resend the token to another address, as a GET that
+loses the submission). Every refusal (3xx, 401/403/409/413/422/429/5xx, no connection) ends with a message that
+says what happened and what to do; the file stays on disk either way. Without ``LEADERBOARD_URL`` the file is written and its path printed.
 """
 
 from __future__ import annotations
@@ -60,8 +68,9 @@ from datetime import datetime, timezone
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+from eval.reward_client import redact_url
 from posttrain.io import atomic_write_json
 
 logger = logging.getLogger("eval.submit")
@@ -69,6 +78,7 @@ logger = logging.getLogger("eval.submit")
 SCHEMA_VERSION = 1
 TASKS = ("countdown", "ultrafeedback")
 MAX_SUBMISSION_BYTES = 50 * 1024 * 1024
+DEFAULT_SET_N = 32  # items taken from the default (generated / fixture) prompt sets when no N is given
 
 
 class SubmissionError(ValueError):
@@ -246,6 +256,14 @@ def _check_countdown_item(c: _Checker, item: Any, where: str) -> bool:
     return True
 
 
+def _check_section_max_new_tokens(c: _Checker, section: dict[str, Any], path: str) -> None:
+    if "max_new_tokens" in section:
+        value = section["max_new_tokens"]
+        c.check(
+            _is_int(value) and value >= 1, f"{path}.max_new_tokens", f"must be an int >= 1, got {value!r}"
+        )
+
+
 def _check_uf_item(c: _Checker, item: Any, where: str) -> bool:
     if not c.obj(item, where, dict.fromkeys(("id", "prompt", "response"))):
         return False
@@ -267,6 +285,13 @@ def _check_uf_item(c: _Checker, item: Any, where: str) -> bool:
             f"{where}.response",
             f"must be a string, got {type(item['response']).__name__}",
         )
+    if isinstance(item.get("id"), str) and item["id"] and isinstance(item.get("prompt"), str):
+        expected = hashlib.sha256(item["prompt"].encode()).hexdigest()
+        c.check(
+            item["id"] == expected,
+            f"{where}.id",
+            f"must be the sha256 of the prompt ({expected}), got {item['id'][:80]!r}",
+        )
     return True
 
 
@@ -287,7 +312,13 @@ def validate_submission(data: Any) -> None:
         c.fail("submission", f"holds no task: add at least one of {list(TASKS)}")
     if "countdown" in data:
         section = data["countdown"]
-        if c.obj(section, "countdown", dict.fromkeys(("prompt_source", "template", "items"))):
+        if c.obj(
+            section,
+            "countdown",
+            dict.fromkeys(("prompt_source", "template", "items")),
+            optional=("max_new_tokens",),
+        ):
+            _check_section_max_new_tokens(c, section, "countdown")
             if "prompt_source" in section:
                 c.check(
                     isinstance(section["prompt_source"], dict), "countdown.prompt_source", "must be an object"
@@ -302,7 +333,10 @@ def validate_submission(data: Any) -> None:
                 _check_items(c, section["items"], "countdown.items", _check_countdown_item)
     if "ultrafeedback" in data:
         section = data["ultrafeedback"]
-        if c.obj(section, "ultrafeedback", dict.fromkeys(("prompt_source", "items"))):
+        if c.obj(
+            section, "ultrafeedback", dict.fromkeys(("prompt_source", "items")), optional=("max_new_tokens",)
+        ):
+            _check_section_max_new_tokens(c, section, "ultrafeedback")
             if "prompt_source" in section:
                 c.check(
                     isinstance(section["prompt_source"], dict),
@@ -413,7 +447,7 @@ def build_submission(
     tasks: Sequence[str] = TASKS,
     model_revision: str | None = None,
     countdown_prompts: str | None = None,
-    countdown_n: int | None = 200,
+    countdown_n: int | None = None,
     countdown_seed: int = 1234,
     countdown_template: str | None = None,
     countdown_max_new_tokens: int = 256,
@@ -425,12 +459,16 @@ def build_submission(
     team: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate the answers for ``tasks`` and return the submission dict (validated)."""
+    """Generate the answers for ``tasks`` and return the submission dict (validated).
+
+    ``countdown_n`` / ``ultrafeedback_n`` None: every item of a given prompt file or dataset, the first
+    `DEFAULT_SET_N` of a default set (generated Countdown tasks; the default or ``fixture`` UltraFeedback set).
+    """
     from dataclasses import replace
 
     from eval.countdown import trained_template
     from eval.sampling import SamplingParams, generate, load_hf_model, render_prompts, resolve_backend
-    from eval.winrate import load_prompt_set, prompt_id
+    from eval.winrate import load_prompt_set, prompt_id, resolve_model_commit
     from posttrain.countdown import make_prompt
     from posttrain.models import load_tokenizer
     from posttrain.runtime import git_commit
@@ -449,6 +487,10 @@ def build_submission(
     if tokenizer is None:
         tokenizer = load_tokenizer(model, revision=model_revision)
     data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    if countdown_n is None and countdown_prompts is None:
+        countdown_n = DEFAULT_SET_N
+    if ultrafeedback_n is None and ultrafeedback_prompts in (None, "fixture"):
+        ultrafeedback_n = DEFAULT_SET_N
     if "countdown" in tasks:
         rows, info = load_countdown_prompt_set(countdown_prompts, n=countdown_n, seed=countdown_seed)
         template = countdown_template or trained_template(model) or "chat"
@@ -466,6 +508,7 @@ def build_submission(
         data["countdown"] = {
             "prompt_source": info,
             "template": template,
+            "max_new_tokens": countdown_max_new_tokens,
             "items": [
                 r | {"prompt": t, "completion": o[0]} for r, t, o in zip(rows, texts, outs, strict=True)
             ],
@@ -483,16 +526,18 @@ def build_submission(
         )
         data["ultrafeedback"] = {
             "prompt_source": info,
+            "max_new_tokens": ultrafeedback_max_new_tokens,
             "items": [
                 {"id": prompt_id(p), "prompt": p, "response": o[0]}
                 for p, o in zip(prompts, outs, strict=True)
             ],
         }
     sampling = params.to_dict()
-    sampling["max_new_tokens"] = max(countdown_max_new_tokens, ultrafeedback_max_new_tokens)
+    # Schema v1 keeps one value here: the largest of the built tasks'; each task section holds its own.
+    sampling["max_new_tokens"] = max(data[t]["max_new_tokens"] for t in TASKS if t in data)
     data["metadata"] = {
         "model": model,
-        "model_revision": model_revision,
+        "model_revision": model_revision or resolve_model_commit(model, None),
         "method": method,
         "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -543,6 +588,39 @@ def _server_message(body: bytes) -> str:
     return str(data)[:300]
 
 
+class _RefuseRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib would resend the Authorization header to the new address, as a GET."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 (urllib's signature)
+        raise _Redirected(code, newurl)
+
+
+class _Redirected(Exception):
+    def __init__(self, code: int, location: str | None):
+        super().__init__(code, location)
+        self.code, self.location = code, location
+
+
+def _redirect_error(code: int, location: str | None, url: str, path: Path) -> UploadError:
+    """The refusal of a 3xx; it names the Location's host (and port), never its path or query."""
+    host = ""
+    if location:
+        try:
+            target = urlsplit(urljoin(url, location))
+            host = target.hostname or ""
+            if host and target.port:
+                host = f"{host}:{target.port}"
+        except ValueError:
+            host = ""
+    where = f"to {host}" if host else "(no usable Location header)"
+    return UploadError(
+        f"the leaderboard answered HTTP {code}, a redirect {where}; it was not followed, so the token went "
+        f"nowhere else and nothing was submitted. Set LEADERBOARD_URL to the address the organisers gave "
+        f"(if the redirect is expected, to its target). The file is kept at {path}; resend it with "
+        f"`python -m eval.submit --upload {path}`"
+    )
+
+
 def upload_submission(
     path: str | os.PathLike[str],
     url: str,
@@ -557,7 +635,7 @@ def upload_submission(
     payload = path.read_bytes()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UploadError(f"LEADERBOARD_URL must be an http(s) URL, got {url!r}")
+        raise UploadError(f"LEADERBOARD_URL must be an http(s) URL, got {redact_url(url)!r}")
     local = parts.hostname in ("localhost", "127.0.0.1", "::1")
     if parts.scheme == "http" and not local and not allow_http:
         raise UploadError(
@@ -579,14 +657,21 @@ def upload_submission(
             "User-Agent": "posttrain-recipes/submit",
         },
     )
-    shown = f"{parts.scheme}://{parts.netloc.split('@')[-1]}{parts.path}"
+    shown = redact_url(url)
+    opener = urllib.request.build_opener(_RefuseRedirect)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with opener.open(request, timeout=timeout_s) as response:
             body = response.read()
             status = response.status
+        if 300 <= status < 400:  # a 3xx that no handler treated as an error
+            raise _Redirected(status, response.headers.get("Location"))
+    except _Redirected as exc:
+        raise _redirect_error(exc.code, exc.location, url, path) from None
     except urllib.error.HTTPError as exc:
         body = exc.read() if exc.fp is not None else b""
         status = exc.code
+        if 300 <= status < 400:  # 300, 304, or 307/308 to a POST: urllib hands them over as errors
+            raise _redirect_error(status, exc.headers.get("Location"), url, path) from None
         detail = _server_message(body)
         base = _REFUSALS.get(status)
         if base is None and status >= 500:
@@ -636,14 +721,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--countdown_prompts", default=None, help="JSONL file or hub dataset (default: held-out tasks)"
     )
-    p.add_argument("--countdown_n", type=int, default=None, help="first N tasks (generated default: 200)")
+    p.add_argument(
+        "--countdown_n",
+        type=int,
+        default=None,
+        help=f"first N tasks (default: all tasks of --countdown_prompts; {DEFAULT_SET_N} generated ones without it)",
+    )
     p.add_argument("--countdown_seed", type=int, default=1234)
     p.add_argument(
         "--countdown_template", default=None, help="default: the model's training template, else chat"
     )
     p.add_argument("--countdown_max_new_tokens", type=int, default=256)
     p.add_argument("--ultrafeedback_prompts", default=None, help="file, 'fixture' or hub dataset")
-    p.add_argument("--ultrafeedback_n", type=int, default=None)
+    p.add_argument(
+        "--ultrafeedback_n",
+        type=int,
+        default=None,
+        help=f"first N prompts (default: all prompts of a given file/dataset; {DEFAULT_SET_N} of the default "
+        f"or fixture set)",
+    )
     p.add_argument("--ultrafeedback_max_new_tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top_p", type=float, default=1.0)
@@ -682,6 +778,8 @@ def _upload(path: Path, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     from eval.sampling import SamplingParams
+    from eval.winrate import model_not_available_message
+    from posttrain.models import ModelNotAvailableError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -731,6 +829,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         return path
     except (SubmissionError, UploadError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ModelNotAvailableError as exc:
+        print(model_not_available_message(exc), file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -16,10 +16,11 @@ ties (and the win rate counting a tie as half a win), the mean rewards, how many
 to the endpoint's token limit, the request statistics, and every failed item with its error. A response the
 endpoint answers unreadably is retried and, if it stays unreadable, listed as failed: never scored as 0.
 ``results.jsonl`` has one line per prompt. Both files are written atomically and carry the sampling
-parameters, seed, model revisions and the git commit.
+parameters, seed, model revisions (and the resolved hub commit, or a fingerprint of a local folder's files) and
+the git commit: the summary at its top level, each result line in its ``run`` field.
 
-Costs are paid once: generations are cached in ``<output_dir>/generations/`` (keyed by model, revision,
-sampling parameters and prompts) and rewards in an append-only cache keyed by (endpoint model, messages)
+Costs are paid once: generations are cached in ``<output_dir>/generations/`` (keyed by model, revision, a
+fingerprint of a local model folder's config, weight and tokenizer files, sampling parameters and prompts) and rewards in an append-only cache keyed by (endpoint model, messages)
 (``--reward_cache``), so re-running the same command after a crash, a kill or a partial failure only does the
 missing work. The API key is read from the environment variable named by ``--api_key_env`` and is never
 printed or saved.
@@ -216,12 +217,43 @@ def resolve_reference(name: str) -> tuple[str, bool]:
     return EMBEDDED_MODEL_NAME, True
 
 
+def local_model_fingerprint(model: str) -> str | None:
+    """A fingerprint of a local model folder's config, weight and tokenizer files; None for hub names and
+    ``embedded`` (their identity is the name and revision)."""
+    from eval.reward_server import model_fingerprint
+
+    path = Path(model)
+    return model_fingerprint(path, length=16) if path.is_dir() else None
+
+
+def resolve_model_commit(model: str, revision: str | None) -> str | None:
+    """The hub commit a model name and revision resolve to (what older transformers kept as
+    ``model.config._commit_hash``), read from the local hub cache only: the snapshot folder its config.json
+    lies in. None for local folders, ``embedded`` and anything not cached."""
+    from posttrain.models import EMBEDDED_MODEL_NAME
+
+    if model == EMBEDDED_MODEL_NAME or Path(model).exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json", revision=revision)
+    except Exception:  # not a valid repo id, no cache
+        return None
+    if not isinstance(cached, str):
+        return None
+    commit = Path(cached).parent.name
+    return commit if len(commit) == 40 and all(c in "0123456789abcdef" for c in commit) else None
+
+
 def _generation_spec(
     model: str, revision: str | None, params: SamplingParams, backend: str, prompts: list[str]
 ):
     spec = {
         "model": model,
         "revision": revision,
+        # A model retrained into the same folder must not reuse the old model's generations.
+        "fingerprint": local_model_fingerprint(model),
         "sampling": params.to_dict()
         | {"batch_size": None},  # batch size does not change greedy outputs' intent
         "backend": backend,
@@ -368,6 +400,22 @@ def evaluate_winrate(
         results = dict(zip(jobs, pool.map(client.score, jobs.values()), strict=True))
     score_seconds = time.perf_counter() - score_started
 
+    # Provenance: on every result line (``run``) and at the top of the summary.
+    provenance: dict[str, Any] = {
+        "model": model,
+        "model_revision": model_revision,
+        "model_commit": resolve_model_commit(model, model_revision),
+        "model_fingerprint": local_model_fingerprint(model),
+        "reference": reference,
+        "reference_revision": reference_revision,
+        "reference_commit": resolve_model_commit(reference, reference_revision),
+        "reference_fingerprint": local_model_fingerprint(reference),
+        "sampling": params.to_dict(),
+        "seed": params.seed,
+        "backend": resolve_backend(backend, model),
+        "reward_model": client.model,
+        "git_commit": git_commit(),
+    }
     rows, failed = [], []
     counts = {"win": 0, "loss": 0, "tie": 0, "failed": 0}
     sums = {"policy": 0.0, "reference": 0.0}
@@ -394,6 +442,7 @@ def evaluate_winrate(
                 "policy_truncated": truncated["policy"][i],
                 "reference_truncated": truncated["reference"][i],
                 "errors": errors or None,
+                "run": provenance,
             }
         )
 
@@ -401,13 +450,9 @@ def evaluate_winrate(
     low, high = wilson_interval(counts["win"], scored)
     summary: dict[str, Any] = {
         "task": "winrate",
-        "model": model,
-        "model_revision": model_revision,
-        "reference": reference,
-        "reference_revision": reference_revision,
+        **provenance,
         "reference_fallback": reference_fallback,
         "reward_endpoint": redact_url(client.base_url),
-        "reward_model": client.model,
         "prompt_source": prompt_source,
         "n_prompts": len(prompts),
         "n_scored": scored,
@@ -426,10 +471,6 @@ def evaluate_winrate(
         "count_tokenizer": count_tokenizer or model,
         "requests": client.stats.to_dict() | {"distinct_conversations": len(jobs)},
         "generations_reused": reused,
-        "sampling": params.to_dict(),
-        "seed": params.seed,
-        "backend": resolve_backend(backend, model),
-        "git_commit": git_commit(),
         "generation_seconds": round(gen_seconds, 3),
         "scoring_seconds": round(score_seconds, 3),
         "wall_time_s": round(time.perf_counter() - started, 3),
@@ -501,6 +542,24 @@ def _slug(text: str) -> str:
     return "_".join("".join(c if c.isalnum() or c in "-." else "-" for c in p) for p in parts)[-60:]
 
 
+def pick_auto_reward_model(models: list[dict[str, Any]], base_url: str) -> str:
+    """``--reward_model auto``: the endpoint's only model. A shared endpoint lists many (NVIDIA's lists chat
+    models first), and scoring with an arbitrary one would be wrong, so several is an error."""
+    ids = [str(m.get("id")) for m in models if m.get("id")]
+    if len(ids) == 1:
+        return ids[0]
+    where = f"{redact_url(base_url)}/models"
+    if not ids:
+        raise RewardEndpointError(
+            f"--reward_model auto: {where} lists no model; pass --reward_model ID (REWARD_MODEL=ID for make)"
+        )
+    shown = ", ".join(ids[:5]) + (f", ... ({len(ids)} in all)" if len(ids) > 5 else "")
+    raise RewardEndpointError(
+        f"--reward_model auto: {where} lists {len(ids)} models ({shown}), so which one judges is ambiguous; "
+        f"pass --reward_model ID (REWARD_MODEL=ID for make), e.g. nvidia/llama-3.1-nemotron-70b-reward"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m eval.winrate",
@@ -526,7 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--reward_url", default=DEFAULT_REWARD_URL, help="OpenAI-compatible base URL (ends in /v1)"
     )
     r.add_argument(
-        "--reward_model", default="auto", help="model id at the endpoint; auto: the first of /v1/models"
+        "--reward_model",
+        default="auto",
+        help="model id at the endpoint; auto: the only model /v1/models lists (an error when it lists several)",
     )
     r.add_argument(
         "--api_key_env", default="REWARD_API_KEY", help="env variable holding the key (never logged)"
@@ -561,7 +622,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def model_not_available_message(exc: Exception, *, reference: bool = False) -> str:
+    """One line for a model that cannot be loaded: what failed and which flag (or make variable) to change."""
+    detail = " ".join(str(exc).split("\n")[0].split())[:300]
+    flags = "--model (MODEL= for make)"
+    if reference:
+        flags += " or --reference (REFERENCE=)"
+    return (
+        f"error: {detail}. Pass an available model with {flags}: a local folder, a hub name "
+        f"that is cached or reachable, or 'embedded' offline"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from posttrain.models import ModelNotAvailableError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("httpx", "httpx2", "openai"):  # one INFO line per request otherwise
@@ -602,11 +677,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         models = client.list_models() if args.reward_model == "auto" or args.max_reward_tokens is None else []
         if args.reward_model == "auto":
-            if not models:
-                raise RewardEndpointError(
-                    f"--reward_model auto: {redact_url(base_url)}/models lists no model; pass --reward_model"
-                )
-            client.model = models[0]["id"]
+            client.model = pick_auto_reward_model(models, base_url)
         limit = args.max_reward_tokens
         if limit is None:
             limit = next((m.get("max_model_len") for m in models if m.get("id") == client.model), None)
@@ -634,6 +705,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     except (ValueError, FileNotFoundError, RewardEndpointError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    except ModelNotAvailableError as exc:
+        raise SystemExit(model_not_available_message(exc, reference=True)) from None
     finally:
         if server is not None:
             server.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +20,7 @@ from eval.reward_server import (
     RewardServer,
     build_tiny_reward_model,
     check_reward_model_dir,
+    model_fingerprint,
 )
 
 CONV = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."}]
@@ -154,3 +157,109 @@ def test_port_in_use_is_a_clear_error(scorer):
         port = sock.getsockname()[1]
         with pytest.raises(RewardModelError, match="another server may be using the port"):
             RewardServer(scorer, port=port)
+
+
+def _raw_request(port: int, content_length: str, body: bytes = b"") -> tuple[int, dict]:
+    """Send a POST with a hand-written Content-Length; the answer must come back within the socket timeout."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {content_length}\r\n\r\n".encode()
+            + body
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)  # socket.timeout here: the server is blocked reading the body
+            if not chunk:
+                break
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(
+            next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+        )
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    return int(head.split()[1]), json.loads(rest[:length])
+
+
+@pytest.mark.parametrize("content_length", ["-1", "-5", "abc", "1.5", "+10", "1_0", "\uff11"])
+def test_bad_content_length_is_a_prompt_400(scorer, content_length):
+    body = json.dumps({"messages": CONV}).encode()
+    with RewardServer(scorer, port=0) as server:
+        port = server.httpd.server_address[1]
+        started = time.monotonic()
+        status, answer = _raw_request(port, content_length, body)
+        assert time.monotonic() - started < 3
+        assert status == 400 and "Content-Length must be a non-negative integer" in answer["error"]["message"]
+        # The server still works afterwards, and an exact length is accepted.
+        assert _raw_request(port, str(len(body)), body)[0] == 200
+
+
+class _SlowScorer:
+    """Stands in for RewardScorer: a constant reward after a delay (a model stuck on a long batch)."""
+
+    served_model_name = "slow-rm"
+    max_length = 1024
+    path = Path("slow-rm")
+
+    def __init__(self, delay_s: float):
+        self.delay_s, self.scored = delay_s, 0
+
+    def encode(self, messages):
+        return [1, 2, 3]
+
+    def score_ids(self, batch):
+        time.sleep(self.delay_s)
+        self.scored += len(batch)
+        return [0.5] * len(batch)
+
+
+def test_a_score_that_takes_too_long_is_a_503_and_the_worker_survives():
+    slow = _SlowScorer(0.6)
+    with RewardServer(slow, port=0, batch_size=1, result_timeout_s=0.2) as server:
+        url = server.url + "/chat/completions"
+        results: list[tuple[int, dict]] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(_post(url, {"messages": CONV}))) for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [status for status, _ in results] == [503, 503, 503]
+        assert "no score within 0.2 s" in results[0][1]["error"]["message"]
+        # The worker survived the cancelled requests (setting a cancelled future's result would have killed it):
+        # once the stuck batch is done, requests are scored again.
+        slow.delay_s = 0.0
+        deadline = time.monotonic() + 5
+        status, body = _post(url, {"messages": CONV})
+        while status == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, body = _post(url, {"messages": CONV})
+        assert status == 200 and parse_reward(body) == 0.5
+
+
+def test_fingerprint_covers_weights_and_tokenizer_files(tmp_path, tiny_rm_dir):
+    folder = tmp_path / "rm"
+    shutil.copytree(tiny_rm_dir, folder)
+    base = model_fingerprint(folder)
+    assert (
+        base == model_fingerprint(tiny_rm_dir) and len(base) == 8 and len(model_fingerprint(folder, 16)) == 16
+    )
+    template = folder / "tokenizer_config.json"
+    original = template.read_text()
+    template.write_text(original.replace("{", "{ ", 1))  # e.g. an edited chat template
+    assert model_fingerprint(folder) != base
+    template.write_text(original)
+    assert model_fingerprint(folder) == base
+    (folder / "chat_template.jinja").write_text("{{ messages }}")
+    assert model_fingerprint(folder) != base
+    (folder / "chat_template.jinja").unlink()
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # same size, one bit of a weight
+    weights.write_bytes(bytes(data))
+    assert model_fingerprint(folder) != base

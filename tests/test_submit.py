@@ -32,7 +32,7 @@ def submission(tiny_model_dir) -> dict:
         countdown_max_new_tokens=4,
         ultrafeedback_prompts="fixture",
         ultrafeedback_n=3,
-        ultrafeedback_max_new_tokens=4,
+        ultrafeedback_max_new_tokens=5,
         params=SamplingParams(seed=7),
         backend="hf",
         progress=False,
@@ -45,6 +45,9 @@ def test_built_submission_is_valid_and_complete(submission, tiny_model_dir):
     meta = submission["metadata"]
     assert meta["model"] == str(tiny_model_dir) and meta["method"] == "sft" and meta["seed"] == 7
     assert meta["sampling"]["seed"] == 7 and meta["backend"] == "hf" and "git_commit" in meta
+    # Each task records its own token limit; the metadata keeps the largest (schema v1).
+    assert submission["countdown"]["max_new_tokens"] == 4
+    assert submission["ultrafeedback"]["max_new_tokens"] == 5 and meta["sampling"]["max_new_tokens"] == 5
     cd = submission["countdown"]
     assert len(cd["items"]) == 3 and cd["prompt_source"]["heldout"] is True
     assert all(isinstance(i["completion"], str) and i["prompt"] for i in cd["items"])
@@ -68,6 +71,8 @@ def test_countdown_prompt_file_keeps_ids(tmp_path, tiny_model_dir):
     )
     assert [i["id"] for i in data["countdown"]["items"]] == ["lb-1", "cd-00001"]
     assert "ultrafeedback" not in data
+    # Only the built task's limit counts (not the UltraFeedback default of 256).
+    assert data["countdown"]["max_new_tokens"] == 3 and data["metadata"]["sampling"]["max_new_tokens"] == 3
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"target": "ten", "nums": [1, 2]}\n')
     with pytest.raises(ValueError, match="line 1: field 'target' must be a non-negative int"):
@@ -124,6 +129,14 @@ def _mutate(data: dict, path: str, value) -> dict:
         ("ultrafeedback.items.0.prompt", "  ", "ultrafeedback.items[0].prompt: must be a non-empty string"),
         ("ultrafeedback.items.0.id", KeyError, "ultrafeedback.items[0].id: is missing"),
         ("ultrafeedback.items.0.score", 1, "ultrafeedback.items[0].score: unknown field"),
+        ("ultrafeedback.items.0.id", "0" * 64, "ultrafeedback.items[0].id: must be the sha256 of the prompt"),
+        (
+            "ultrafeedback.items.1.prompt",
+            "edited",
+            "ultrafeedback.items[1].id: must be the sha256 of the prompt",
+        ),
+        ("countdown.max_new_tokens", 0, "countdown.max_new_tokens: must be an int >= 1"),
+        ("ultrafeedback.max_new_tokens", "4", "ultrafeedback.max_new_tokens: must be an int >= 1"),
     ],
 )
 def test_validator_names_every_bad_field(submission, path, value, expected):
@@ -239,6 +252,57 @@ def test_every_refusal_has_a_clear_error(saved, status, fragment):
     assert "tok" not in message.replace("token", "").replace("TOKEN", "")
 
 
+class RecordingServer:
+    """Records every request (any method) with its headers; answers 200."""
+
+    def __init__(self):
+        self.received: list[tuple[str, dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _record(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                outer.received.append((self.command, dict(self.headers)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = do_PUT = _record
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.port = self.httpd.server_address[1]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirects_are_refused_and_the_token_stays_home(saved, status):
+    with RecordingServer() as other:
+        location = f"http://127.0.0.1:{other.port}/collect?session=abc"
+        with LeaderboardServer(status, {"moved": True}, {"Location": location}) as server:
+            with pytest.raises(UploadError) as info:
+                upload_submission(saved, server.url, "tok-secret-9")
+            assert len(server.received) == 1  # the one POST, not followed
+        assert other.received == []  # the other address never saw a request, let alone the token
+    message = str(info.value)
+    assert f"HTTP {status}" in message and f"redirect to 127.0.0.1:{other.port}" in message
+    assert "tok-secret-9" not in message and "session=abc" not in message
+    assert not saved.with_suffix(".receipt.json").exists()
+
+
 def test_connection_refused_and_unsafe_settings(saved):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -251,6 +315,11 @@ def test_connection_refused_and_unsafe_settings(saved):
         upload_submission(saved, "https://leaderboard.example.com/submit", None)
     with pytest.raises(UploadError, match="http\\(s\\) URL"):
         upload_submission(saved, "ftp://x/y", "tok")
+    # Error messages show the URL without user:password or query (either could be a credential).
+    for url in ("ftp://user:pa55word@x/y?key=k3y", f"http://user:pa55word@127.0.0.1:{port}/s?key=k3y"):
+        with pytest.raises(UploadError) as info:
+            upload_submission(saved, url, "tok", timeout_s=2)
+        assert "pa55word" not in str(info.value) and "k3y" not in str(info.value)
 
 
 def test_cli_without_url_writes_file_and_says_where(tmp_path, tiny_model_dir, monkeypatch, capsys):
@@ -285,3 +354,61 @@ def test_cli_without_url_writes_file_and_says_where(tmp_path, tiny_model_dir, mo
     with pytest.raises(SystemExit):
         main(["--model", str(tiny_model_dir)])  # no --method
     assert "--method is required" in capsys.readouterr().err
+
+
+def test_default_sets_are_small_and_given_sets_are_sent_whole(tmp_path, tiny_model_dir):
+    prompts = tmp_path / "lb.txt"
+    prompts.write_text("".join(f"leaderboard prompt {i}\n" for i in range(40)))
+    tasks = tmp_path / "lb.jsonl"
+    tasks.write_text("".join(json.dumps({"target": 10 + i, "nums": [i, 10]}) + "\n" for i in range(35)))
+    given = build_submission(
+        model=str(tiny_model_dir),
+        method="sft",
+        countdown_prompts=str(tasks),
+        countdown_max_new_tokens=1,
+        ultrafeedback_prompts=str(prompts),
+        ultrafeedback_max_new_tokens=1,
+        backend="hf",
+        progress=False,
+    )
+    assert len(given["countdown"]["items"]) == 35 and len(given["ultrafeedback"]["items"]) == 40
+    default = build_submission(
+        model=str(tiny_model_dir),
+        method="sft",
+        countdown_max_new_tokens=1,
+        ultrafeedback_prompts="fixture",
+        ultrafeedback_max_new_tokens=1,
+        backend="hf",
+        progress=False,
+    )
+    assert len(default["countdown"]["items"]) == 32 and default["countdown"]["prompt_source"]["heldout"]
+    from eval.winrate import load_prompt_set
+
+    assert len(default["ultrafeedback"]["items"]) == min(32, len(load_prompt_set("fixture")[0]))
+
+
+def test_help_explains_the_default_counts(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: all tasks of --countdown_prompts; 32 generated ones without it" in text
+    assert "all prompts of a given file/dataset; 32 of the default or fixture set" in text
+
+
+def test_unavailable_model_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "--model",
+                str(tmp_path / "no-such-model"),
+                "--method",
+                "sft",
+                "--backend",
+                "hf",
+                "--no_progress",
+            ]
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "no-such-model" in err
+    assert "--model" in err and "MODEL=" in err and "Traceback" not in err

@@ -18,9 +18,12 @@ from eval.sampling import SamplingParams
 from eval.winrate import (
     RewardParseError,
     evaluate_winrate,
+    generate_responses,
     load_prompt_set,
     main,
     parse_reward,
+    pick_auto_reward_model,
+    resolve_model_commit,
     truncate_pair,
     wilson_interval,
 )
@@ -52,6 +55,11 @@ def completion(content=None, logprobs=None, **extra):
         (completion("<garbage>", [{"token": "reward", "logprob": 1.25, "top_logprobs": []}]), 1.25),
         # both present: the content wins
         (completion("reward:1.0", [{"token": "reward", "logprob": 9.0, "top_logprobs": []}]), 1.0),
+        (completion("reward:+2"), 2.0),
+        (completion("reward:.5"), 0.5),
+        (completion("reward:-1E+2"), -100.0),
+        # a content in another format (no 'reward' key): the logprob is the score
+        (completion("score:3", [{"token": "reward", "logprob": 4, "top_logprobs": []}]), 4.0),
     ],
 )
 def test_parse_reward_documented_shapes(response, expected):
@@ -86,6 +94,21 @@ def test_parse_reward_documented_shapes(response, expected):
         (completion(None, [{"token": "reward", "logprob": None}]), "not a number"),
         (completion(None, [{"token": "reward", "logprob": True}]), "boolean"),
         (completion(None, [{"token": "reward", "logprob": float("nan")}]), "not finite"),
+        # strict numbers: what float() would accept but the format does not
+        (completion("reward:1,reward:2"), "key 'reward' twice"),
+        (completion("Reward:1, reward:2"), "key 'reward' twice"),
+        (completion("helpfulness:1,helpfulness:2,reward:3"), "key 'helpfulness' twice"),
+        (completion("reward:1_000"), "not a number"),
+        (completion("reward:\uff11\uff12"), "not a number"),  # full-width digits
+        (completion("reward:\u0662"), "not a number"),  # Arabic-Indic digit
+        (completion("reward:0x10"), "not a number"),
+        (completion("reward:1e999"), "not finite"),
+        (completion(None, [{"token": "reward", "logprob": "5"}]), "not a number"),
+        # a content that names a reward but is unreadable: an error, never the logprobs fallback
+        (completion("reward:nan", [{"token": "reward", "logprob": 1.0}]), "not finite"),
+        (completion("reward:abc", [{"token": "reward", "logprob": 1.0}]), "not a number"),
+        (completion("reward:1,reward:2", [{"token": "reward", "logprob": 1.0}]), "twice"),
+        (completion("reward:1_0", [{"token": "reward", "logprob": 1.0}]), "not a number"),
     ],
 )
 def test_parse_reward_malformed_shapes_raise_never_zero(response, fragment):
@@ -222,6 +245,15 @@ def test_winrate_end_to_end_against_local_reward_server(
     assert first["sampling"]["max_new_tokens"] == 8 and first["seed"] == 3 and "git_commit" in first
     rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert [r["index"] for r in rows] == list(range(6))
+    # Every line carries the run's provenance (the same as the summary's).
+    run_info = rows[0]["run"]
+    assert all(r["run"] == run_info for r in rows)
+    assert run_info["sampling"] == params.to_dict() and run_info["seed"] == 3 and "git_commit" in run_info
+    assert run_info["model"] == str(other_policy_dir) and run_info["reference"] == str(tiny_model_dir)
+    assert run_info["backend"] == "hf" and run_info["reward_model"] == scorer.served_model_name
+    assert len(run_info["model_fingerprint"]) == 16 and run_info["model_commit"] is None
+    assert run_info["model_fingerprint"] != run_info["reference_fingerprint"]
+    assert {k: first[k] for k in run_info} == run_info
     for row in rows:
         assert row["outcome"] == (
             "win"
@@ -433,9 +465,10 @@ def test_fault_injection_every_item_scored_or_failed_and_nothing_twice(tmp_path,
     # Nothing was scored twice: each conversation got at most one successful answer over both runs.
     assert all(count == 1 for count in server.successes.values())
     assert len(server.successes) == first["requests"]["distinct_conversations"] - 1
-    # The re-run sends requests only for the failed item (4 attempts), the rest are cache hits.
+    # The re-run sends requests only for the failed item, the rest are cache hits. Its body stays unreadable,
+    # which is not transient: one retry only (2 attempts), although max_retries is 3.
     new_requests = {k: server.attempts[k] - attempts_after_first.get(k, 0) for k in server.attempts}
-    assert sum(new_requests.values()) == 4 and second["requests"]["cache_hits"] == len(server.successes)
+    assert sum(new_requests.values()) == 2 and second["requests"]["cache_hits"] == len(server.successes)
     assert second["n_failed"] == 1 and second["wins"] == first["wins"]
 
 
@@ -500,4 +533,231 @@ def test_no_server_is_a_clear_error():
     client = RewardClient(f"http://127.0.0.1:{port}/v1", "judge", max_retries=0)
     with pytest.raises(RewardEndpointError, match="make serve-reward"):
         client.list_models()
+
+
+def test_reward_cache_key_depends_on_model_and_messages():
+    assert cache_key("a", MSGS) == cache_key("a", [dict(m) for m in MSGS])
     assert cache_key("a", MSGS) != cache_key("b", MSGS)
+    other_answer = [MSGS[0], {"role": "assistant", "content": "b"}]
+    other_prompt = [{"role": "user", "content": "q2"}, MSGS[1]]
+    system = [{"role": "system", "content": "s"}, *MSGS]
+    keys = {cache_key("a", m) for m in (MSGS, other_answer, other_prompt, system)}
+    assert len(keys) == 4
+
+
+def test_unparseable_body_is_retried_once_only():
+    server = FaultyRewardServer(lambda text: [])
+    try:
+        client = RewardClient(server.url, "judge", max_retries=5, backoff_s=0.01, backoff_max_s=0.02)
+        result = client.score([MSGS[0], {"role": "assistant", "content": "ALWAYS-BAD"}])
+        assert result.score is None and "unparseable" in result.error
+        assert result.attempts == 2 and sum(server.attempts.values()) == 2
+        # Transient faults still get the whole budget: 429, 500, 429, then success on the 4th attempt.
+        server.faults_for = lambda text: ["429", "500", "429"]
+        ok = client.score(MSGS)
+        assert ok.score == 1.0 and ok.attempts == 4
+    finally:
+        server.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --reward_model auto, model errors, the generation cache, provenance, vLLM cleanup
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _ModelsServer:
+    """Answers GET /v1/models with the given ids (a shared endpoint lists many); POSTs are counted, not scored."""
+
+    def __init__(self, ids: list[str]):
+        self.posts = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _json(self, status, data):
+                body = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                data = [{"id": i, "object": "model", "created": 0, "owned_by": "x"} for i in ids]
+                self._json(200, {"object": "list", "data": data})
+
+            def do_POST(self):
+                outer.posts += 1
+                self._json(500, {"error": {"message": "not a reward model"}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_auto_reward_model_needs_exactly_one_listed_model(tmp_path, tiny_model_dir):
+    assert pick_auto_reward_model([{"id": "only-rm"}], "http://h/v1") == "only-rm"
+    with pytest.raises(RewardEndpointError, match="lists no model"):
+        pick_auto_reward_model([], "http://h/v1")
+    many = [f"org/chat-{i}" for i in range(8)] + ["nvidia/llama-3.1-nemotron-70b-reward"]
+    server = _ModelsServer(many)
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(
+                [
+                    "--model",
+                    str(tiny_model_dir),
+                    "--reference",
+                    str(tiny_model_dir),
+                    "--prompts",
+                    "fixture",
+                    "--n_prompts",
+                    "1",
+                    "--reward_url",
+                    server.url,
+                    "--output_dir",
+                    str(tmp_path / "out"),
+                    "--reward_cache",
+                    "",
+                    "--no_progress",
+                ]
+            )
+    finally:
+        server.close()
+    message = str(info.value.code)
+    assert "lists 9 models" in message and "org/chat-0" in message and "(9 in all)" in message
+    assert "--reward_model" in message and "REWARD_MODEL=" in message
+    assert server.posts == 0 and not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_unavailable_model_is_a_one_line_error(tmp_path, tiny_model_dir):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "--model",
+                str(missing),
+                "--reference",
+                str(tiny_model_dir),
+                "--prompts",
+                "fixture",
+                "--n_prompts",
+                "1",
+                "--reward_model",
+                "judge",
+                "--max_reward_tokens",
+                "1024",
+                "--backend",
+                "hf",
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--reward_cache",
+                "",
+                "--no_progress",
+            ]
+        )
+    message = info.value.code
+    assert isinstance(message, str) and "\n" not in message and message.startswith("error: ")
+    assert "no-such-model" in message and "--model" in message and "MODEL=" in message
+
+
+def test_generation_cache_misses_when_local_weights_change(tmp_path, tiny_model_dir, monkeypatch):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    import eval.winrate as winrate
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    calls: list[str] = []
+
+    def fake_generate(model, conversations, params, **kwargs):
+        calls.append(model)
+        return [[f"answer {len(calls)}"] for _ in conversations]
+
+    monkeypatch.setattr(winrate, "generate", fake_generate)
+    params, prompts, cache = SamplingParams(max_new_tokens=4), ["a", "b"], tmp_path / "gen"
+
+    def run():
+        return generate_responses(
+            str(folder), prompts, params, revision=None, backend="hf", cache_dir=cache, progress=False
+        )
+
+    first, reused = run()
+    assert not reused and calls == [str(folder)]
+    assert run() == (first, True) and len(calls) == 1  # unchanged folder: reused
+    # "Retrain" into the same folder: same file names and sizes, other weights.
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    save_file(
+        {k: v + 1.0 if v.is_floating_point() else v for k, v in tensors.items()}, weights, {"format": "pt"}
+    )
+    assert weights.stat().st_size == (tiny_model_dir / "model.safetensors").stat().st_size
+    again, reused = run()
+    assert not reused and len(calls) == 2 and again != first
+    # A changed chat template (tokenizer files) is a different model too.
+    config = folder / "tokenizer_config.json"
+    config.write_text(config.read_text().replace("{", "{ ", 1))
+    assert run()[1] is False and len(calls) == 3
+
+
+def test_resolve_model_commit_reads_the_hub_cache(tmp_path, monkeypatch, tiny_model_dir):
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--org--tiny"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert resolve_model_commit("org/tiny", None) == commit
+    assert resolve_model_commit("org/not-cached", None) is None
+    assert resolve_model_commit(str(tiny_model_dir), None) is None  # local folders: the fingerprint instead
+    assert resolve_model_commit("embedded", None) is None
+
+
+def test_vllm_engine_is_freed_after_each_call(monkeypatch):
+    """vLLM is not installed here: a stand-in module records that each engine is shut down and collected."""
+    import sys
+    import types
+    import weakref
+
+    import eval.sampling as sampling
+
+    events: list[str] = []
+    engines: list[weakref.ref] = []
+
+    class EngineCore:
+        def shutdown(self):
+            events.append("shutdown")
+
+    class LLM:
+        def __init__(self, model, revision=None, seed=0):
+            self.llm_engine = types.SimpleNamespace(engine_core=EngineCore())
+            engines.append(weakref.ref(self))
+
+        def generate(self, prompts, sampling_params, use_tqdm=True):
+            out = types.SimpleNamespace(text="ok")
+            return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = LLM
+    fake.SamplingParams = lambda **kw: kw
+    distributed = types.ModuleType("vllm.distributed")
+    distributed.cleanup_dist_env_and_memory = lambda: events.append("cleanup")
+    fake.distributed = distributed
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.distributed", distributed)
+    params = SamplingParams(max_new_tokens=2)
+    for _ in range(2):  # policy, then reference, in one process
+        assert sampling._generate_vllm("some/model", ["hi"], params, revision=None) == [["ok"]]
+        assert engines[-1]() is None  # no reference kept: the engine is gone before the next call
+    assert events == ["shutdown", "cleanup", "shutdown", "cleanup"]
