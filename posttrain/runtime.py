@@ -48,14 +48,161 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+# What makes two launches "the same run": if output_dir holds checkpoints of a run that differs in one of these,
+# resuming would silently continue the other experiment (and label it with this one's arguments). Length
+# settings (max_steps, num_train_epochs), logging, saving and precision may change between launches.
+IDENTITY_FIELDS = (
+    "model_name_or_path",
+    "model_revision",
+    "dtype",
+    "use_peft",
+    "lora_r",
+    "lora_alpha",
+    "lora_target_modules",
+    "load_in_4bit",
+    "load_in_8bit",
+    "learning_rate",
+    "lr_scheduler_type",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "seed",
+    "max_length",
+    "loss_type",
+    "beta",
+    "num_generations",
+    "generation_batch_size",
+    "max_completion_length",
+    "temperature",
+    "reward_weights",
+    "dataset_name",
+    "dataset_max_train_rows",
+    "reward_funcs",
+    "reward_model_path",
+    "prompt_template",
+    "countdown_train_size",
+    "countdown_num_numbers",
+    "countdown_max_number",
+    "countdown_data_seed",
+    "warmstart_think",
+    "warmstart_style",
+    "warmstart_max_failed_tries",
+    "warmstart_failed_trace_share",
+)
+RUN_IDENTITY_FILE = "run_identity.json"
+
+
+def run_identity(*arg_groups) -> dict[str, Any]:
+    """The IDENTITY_FIELDS found in the given argument dataclasses, as JSON-friendly values."""
+    identity: dict[str, Any] = {}
+    for group in arg_groups:
+        if group is None:
+            continue
+        for name in IDENTITY_FIELDS:
+            if hasattr(group, name) and name not in identity:
+                value = getattr(group, name)
+                identity[name] = (
+                    value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+                )
+    return identity
+
+
+def _recorded_identity(folder: Path) -> dict | None:
+    import json
+
+    try:
+        recorded = json.loads((folder / RUN_IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def _checkpoint_step(checkpoint: str) -> int | None:
+    import json
+
+    try:
+        return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resume_checkpoint(training_args, identity: dict[str, Any]) -> str | None:
+    """The checkpoint this launch continues from, checked before any model loads; None starts fresh.
+
+    An explicit `resume_from_checkpoint` must be a complete checkpoint. Otherwise the newest complete
+    `checkpoint-N` in output_dir is used (`last_checkpoint`), unless output_dir records a run whose identity
+    (`run_identity`) differs: resuming would silently continue that run under this one's name, so this stops
+    with the differing fields and the two ways out. The identity is recorded for later launches.
+    """
+    explicit = training_args.resume_from_checkpoint
+    if explicit and not _complete_state(Path(explicit)):
+        what = "does not exist" if not Path(explicit).exists() else "has no complete trainer_state.json"
+        raise SystemExit(
+            f"resume_from_checkpoint={explicit!r} {what}: point it at a complete checkpoint-N folder, or drop it "
+            "(re-running with the same output_dir resumes from its newest complete checkpoint)."
+        )
+    checkpoint = last_checkpoint(training_args)
+    folder = Path(training_args.output_dir)
+    recorded = _recorded_identity(folder)
+    if checkpoint and not explicit and recorded is not None:
+        differ = {k: (recorded[k], v) for k, v in identity.items() if k in recorded and recorded[k] != v}
+        if differ:
+            lines = "\n".join(
+                f"  {k}: checkpoints {old!r}, this launch {new!r}" for k, (old, new) in differ.items()
+            )
+            raise SystemExit(
+                f"output_dir {folder} holds {Path(checkpoint).name} of a run with other settings, so resuming "
+                f"would continue that run under this one's name:\n{lines}\nRestore those settings to resume it, "
+                f"or use another --output_dir (make targets: RUNS=...), or delete {folder} to start over."
+            )
+    if checkpoint:
+        step = _checkpoint_step(checkpoint)
+        if step is not None and training_args.max_steps > 0 and step >= training_args.max_steps:
+            logger.warning(
+                "%s is already at step %d of max_steps=%d: nothing is left to train (raise --max_steps to train "
+                "on); the model is saved again from it.",
+                checkpoint,
+                step,
+                training_args.max_steps,
+            )
+    if _is_main_process() and (checkpoint is None or recorded is None):
+        atomic_write_json(folder / RUN_IDENTITY_FILE, identity)
+    return checkpoint
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def missing_local_model_hint(name_or_path: str) -> str | None:
+    """A clear message when a local-looking model path does not exist (instead of a hub lookup error)."""
+    text = str(name_or_path)
+    looks_local = text.startswith(("runs/", "./", "../", "/", "~")) or text.count("/") >= 2
+    if not looks_local or Path(text).expanduser().exists():
+        return None
+    targets = {
+        "sft-countdown": "make sft-countdown",
+        "sft-smoltalk": "make sft-smoltalk",
+        "rm-ultrafeedback": "make rm-ultrafeedback",
+        "dpo-ultrafeedback": "make dpo-ultrafeedback",
+    }
+    target = next((cmd for key, cmd in targets.items() if key in text), None)
+    how = f"it is written by `{target}`: run that first, or" if target else "train it first, or"
+    return (
+        f"model folder {text} does not exist: {how} pass another model (a folder, a hub name, or `embedded`)."
+    )
+
+
 def prepare_model_args(model_args, training_args) -> str:
     """Resolve `embedded` to its local folder and fill TRL's `model_init_kwargs`; returns the path to load.
 
     Keeps the user's `model_name_or_path` for provenance (summary, model card) while the trainer loads the
-    resolved folder.
+    resolved folder. A local start model that does not exist stops the run with the make target that builds it.
     """
     from trl import get_quantization_config
 
+    hint = missing_local_model_hint(model_args.model_name_or_path)
+    if hint is not None:
+        raise SystemExit(hint)
     path = resolve_model_name(model_args.model_name_or_path)
     kwargs: dict[str, Any] = dict(
         revision=None if path != model_args.model_name_or_path else model_args.model_revision,
@@ -83,8 +230,8 @@ def _cuda_available() -> bool:
 
 def last_checkpoint(training_args) -> str | None:
     """The newest complete `checkpoint-N` in output_dir, so re-running the same command resumes instead of
-    restarting. The Trainer writes trainer_state.json last, so a folder without it was cut off while saving
-    (a kill mid-save) and is skipped in favour of the newest complete one."""
+    restarting. The Trainer writes trainer_state.json last, so a folder without it (or with a truncated one)
+    was cut off while saving (a kill mid-save) and is skipped in favour of the newest complete one."""
     if training_args.resume_from_checkpoint:
         return training_args.resume_from_checkpoint
     folder = Path(training_args.output_dir)
@@ -95,7 +242,7 @@ def last_checkpoint(training_args) -> str | None:
         for p in folder.glob("checkpoint-*")
         if p.is_dir() and p.name.split("-")[-1].isdigit()
     )
-    complete = [p for _, p in steps if (p / "trainer_state.json").is_file()]
+    complete = [p for _, p in steps if _complete_state(p)]
     if steps and (not complete or complete[-1] != steps[-1][1]):
         logger.warning(
             "%s was cut off while being saved (no trainer_state.json); it is skipped.", steps[-1][1]
@@ -104,6 +251,18 @@ def last_checkpoint(training_args) -> str | None:
         logger.info("Resuming from %s (delete the folder to start over).", complete[-1])
         return str(complete[-1])
     return None
+
+
+def _complete_state(checkpoint: Path) -> bool:
+    """True when the checkpoint's trainer_state.json exists and parses (transformers writes it in place, so a
+    kill during that write leaves a truncated file that would crash every later resume)."""
+    import json
+
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _jsonable(obj) -> dict:
@@ -147,10 +306,18 @@ def save_and_summarize(
         logger.info("Saved model, tokenizer and run_summary.json to %s", output_dir)
 
 
-def _bf16_supported() -> bool:
+def bf16_default() -> bool:
+    """bf16 mixed precision where it pays: a bf16-capable GPU, or a CPU with native bf16 matrix instructions
+    (AVX512-BF16 / AMX; measured ~1.9x faster SFT steps than float32 on a 2-core AVX512-BF16 machine).
+    Weights and optimizer state stay float32 either way (autocast)."""
     import torch
 
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def parse_recipe_args(parser, argv: list[str] | None = None):
@@ -180,7 +347,7 @@ def parse_recipe_args(parser, argv: list[str] | None = None):
         return key not in config and not any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv)
 
     if unset("bf16"):
-        argv += ["--bf16", str(_bf16_supported())]
+        argv += ["--bf16", str(bf16_default())]
     if unset("use_cpu") and not _cuda_available():
         argv += ["--use_cpu", "true"]
     return parser.parse_args_and_config(argv)

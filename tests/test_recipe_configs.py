@@ -66,7 +66,21 @@ def test_cli_overrides_yaml():
     countdown = next(obj for obj in parsed if type(obj).__name__ == "CountdownArguments")
     assert training.learning_rate == pytest.approx(3e-5)
     assert countdown.countdown_num_numbers == [3, 4]
-    assert training.bf16 is False  # per-device default on a CPU machine
+    from posttrain.runtime import bf16_default
+
+    assert training.bf16 is bf16_default()  # per-device default: bf16 autocast only where the CPU/GPU has it
+
+
+def test_bf16_default_follows_the_cpu(monkeypatch):
+    import torch
+
+    from posttrain import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert runtime.bf16_default() is False
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert runtime.bf16_default() is True
 
 
 def test_bad_prompt_template_names_the_field():
@@ -97,6 +111,10 @@ def test_readme_and_makefile_reference_existing_files():
 def test_readme_make_targets_exist():
     makefile = (REPO / "Makefile").read_text()
     targets = set(re.findall(r"^([\w-]+):", makefile, flags=re.M))
-    used = set(re.findall(r"make ([a-z][\w-]+)", (REPO / "README.md").read_text()))
+    text = (REPO / "README.md").read_text()
+    # Commands live in fenced blocks and inline code; prose like "make the run stop" is not a target.
+    code = re.findall(r"```.*?```", text, flags=re.S) + re.findall(r"`[^`\n]+`", text)
+    used = {target for snippet in code for target in re.findall(r"\bmake ([a-z][\w-]+)", snippet)}
+    assert "sft-countdown" in used  # the extraction finds the README's main command
     missing = sorted(used - targets)
     assert not missing, f"README uses make targets that the Makefile lacks: {missing}"

@@ -58,7 +58,7 @@ def test_sft_trains_saves_and_resumes(tiny_model_dir: Path, tmp_path: Path):
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["recipe"] == "sft" and summary["n_train"] == 16
     assert summary["train_metrics"]["train_loss"] > 0
-    assert summary["args"]["countdown"]["prompt_template"] == "compact"  # from recipes/sft/countdown.yaml
+    assert summary["args"]["countdown"]["prompt_template"] == "short"  # from recipes/sft/countdown.yaml
 
     # The same command with a larger budget continues from checkpoint-2 instead of starting over.
     proc = run([sys.executable, str(SFT), *sft_args(tiny_model_dir, out, max_steps=3)])
@@ -67,6 +67,34 @@ def test_sft_trains_saves_and_resumes(tiny_model_dir: Path, tmp_path: Path):
     assert state["global_step"] == 3
     logged_steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert logged_steps == [1, 2, 3]
+
+    # Another experiment pointed at the same folder is refused, not resumed under the wrong name.
+    cmd = [sys.executable, str(SFT), *sft_args(tiny_model_dir, out, max_steps=4, learning_rate=5e-4)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "holds checkpoint-3 of a run with other settings" in proc.stderr
+    assert "learning_rate: checkpoints 0.0001, this launch 0.0005" in proc.stderr
+    assert not (out / "checkpoint-4").exists()
+
+
+def test_missing_start_model_names_the_make_target(tmp_path: Path):
+    config = str(REPO / "recipes/sft/countdown.yaml")
+    cmd = [
+        sys.executable,
+        str(SFT),
+        *sft_args(Path("runs/sft-smoltalk/nowhere"), tmp_path / "out", config=config),
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "runs/sft-smoltalk/nowhere does not exist" in proc.stderr and "`make sft-smoltalk`" in proc.stderr
 
 
 def test_sft_completion_only_loss_masks_prompt(tiny_model_dir: Path):

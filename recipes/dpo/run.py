@@ -34,10 +34,11 @@ from posttrain.preferences import (
     load_preference_dataset,
 )
 from posttrain.runtime import (
-    last_checkpoint,
     logger,
     parse_recipe_args,
     prepare_model_args,
+    resume_checkpoint,
+    run_identity,
     save_and_summarize,
     setup_logging,
 )
@@ -52,6 +53,7 @@ def main(
     started = time.time()
     setup_logging(training_args)
     model_path = prepare_model_args(model_args, training_args)
+    resume = resume_checkpoint(training_args, run_identity(model_args, training_args, script_args, pref_args))
     data, data_info = load_preference_dataset(script_args)
     logger.info("DPO data (%s): %s", data_info["data_source"], {k: len(v) for k, v in data.items()})
 
@@ -60,11 +62,10 @@ def main(
         args=training_args,
         train_dataset=data["train"],
         eval_dataset=data.get("test"),
-        processing_class=load_tokenizer(model_path),
+        processing_class=load_tokenizer(model_path, revision=model_args.model_revision),
         peft_config=get_peft_config(model_args),
     )
     has_eval = trainer.eval_dataset is not None
-    resume = last_checkpoint(training_args)
     before = None
     if has_eval and pref_args.preference_eval_before and resume is None:
         before = evaluate_pairs(trainer, DPO_EVAL_KEYS, policy_accuracy=True)

@@ -6,7 +6,9 @@
         --config recipes/reward/ultrafeedback.yaml --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct
 
 The model is `AutoModelForSequenceClassification` with one label on top of the chosen causal LM (a fresh score
-head); the loss is -log sigmoid(r(chosen) - r(rejected)). Held-out pair accuracy and margin are evaluated before
+head); the loss is -log sigmoid(r(chosen) - r(rejected)). With `use_peft: true` the LoRA task type is always
+SEQ_CLS, so PEFT trains (and saves) the score head next to the adapters; any other task type would leave the
+fresh head random and frozen. Held-out pair accuracy and margin are evaluated before
 and after training, printed and written to `run_summary.json`. The output folder (model with `num_labels=1` and
 `pad_token_id`, tokenizer with pad token and chat template) is what `make serve-reward` serves and what the RL
 recipes load as a reward function. Re-running the same command resumes from the newest checkpoint.
@@ -28,10 +30,11 @@ from posttrain.preferences import (
     load_preference_dataset,
 )
 from posttrain.runtime import (
-    last_checkpoint,
     logger,
     parse_recipe_args,
     prepare_model_args,
+    resume_checkpoint,
+    run_identity,
     save_and_summarize,
     setup_logging,
 )
@@ -45,7 +48,18 @@ def main(
 ) -> RewardTrainer:
     started = time.time()
     setup_logging(training_args)
+    if model_args.use_peft:
+        if model_args.lora_task_type != "SEQ_CLS":
+            logger.info(
+                "LoRA reward model: lora_task_type %s -> SEQ_CLS, so the fresh score head is trained and saved "
+                "(modules_to_save) instead of staying random and frozen.",
+                model_args.lora_task_type,
+            )
+        else:
+            logger.info("LoRA reward model: lora_task_type SEQ_CLS (the score head is trained and saved).")
+        model_args.lora_task_type = "SEQ_CLS"
     model_path = prepare_model_args(model_args, training_args)
+    resume = resume_checkpoint(training_args, run_identity(model_args, training_args, script_args, pref_args))
     data, data_info = load_preference_dataset(script_args)
     logger.info("Reward data (%s): %s", data_info["data_source"], {k: len(v) for k, v in data.items()})
 
@@ -56,11 +70,10 @@ def main(
         args=training_args,
         train_dataset=data["train"],
         eval_dataset=data.get("test"),
-        processing_class=load_tokenizer(model_path),
+        processing_class=load_tokenizer(model_path, revision=model_args.model_revision),
         peft_config=get_peft_config(model_args),
     )
     has_eval = trainer.eval_dataset is not None
-    resume = last_checkpoint(training_args)
     before = None
     if has_eval and pref_args.preference_eval_before and resume is None:
         before = evaluate_pairs(trainer, REWARD_EVAL_KEYS)

@@ -23,10 +23,11 @@ from posttrain.chat_sft import eval_metrics, format_report, is_chat_dataset, pre
 from posttrain.configs import CountdownArguments, ScriptArguments
 from posttrain.data import load_sft_dataset
 from posttrain.runtime import (
-    last_checkpoint,
     logger,
     parse_recipe_args,
     prepare_model_args,
+    resume_checkpoint,
+    run_identity,
     save_and_summarize,
     setup_logging,
 )
@@ -41,6 +42,9 @@ def main(
     started = time.time()
     setup_logging(training_args)
     model_path = prepare_model_args(model_args, training_args)
+    resume = resume_checkpoint(
+        training_args, run_identity(model_args, training_args, script_args, countdown_args)
+    )
     dataset = load_sft_dataset(script_args, countdown_args)
     # Chat data: the loss on every assistant turn, conversations fitted into max_length at turn boundaries.
     chat = None
@@ -61,7 +65,6 @@ def main(
             processing_class=chat.tokenizer if chat is not None else None,
             peft_config=get_peft_config(model_args),
         )
-    resume = last_checkpoint(training_args)
     before = (
         eval_metrics(trainer) if chat is not None and eval_dataset is not None and resume is None else None
     )
