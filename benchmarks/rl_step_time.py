@@ -13,6 +13,10 @@ reports to wandb/mlflow/trackio, so they are captured here, plus a callback timi
 - other prep: the rest of `_prepare_inputs` (tokenising, old/reference log-probs, advantages);
 - update: the rest of the step (forward + backward on the completions, optimizer step).
 
+Precision follows the recipes: `--bf16 auto` (default) uses `posttrain.runtime.bf16_default()`, i.e. bf16
+autocast on a bf16 GPU or a CPU with AVX512-BF16/AMX, float32 otherwise (weights stay float32 either way);
+`--bf16 true|false` forces it. The table title says which was used.
+
 The first `--warmup` steps are not counted. Completions are sampled (temperature 1), so lengths, and with them
 the generation time, vary from step to step: treat the figures as the order of magnitude they are.
 """
@@ -98,7 +102,7 @@ def run_algo(algo: str, args: argparse.Namespace, reward_names: list[str]) -> di
             save_strategy="no",
             report_to="none",
             disable_tqdm=True,
-            bf16=False,
+            bf16=args.bf16_used,
             use_cpu=True,
             seed=0,
             model_init_kwargs={"dtype": "float32"},
@@ -137,6 +141,19 @@ def run_algo(algo: str, args: argparse.Namespace, reward_names: list[str]) -> di
     }
 
 
+def resolve_bf16(choice: str) -> bool:
+    """`auto`: what the recipes use on this machine (posttrain.runtime.bf16_default); else the forced value."""
+    if choice == "auto":
+        from posttrain.runtime import bf16_default
+
+        return bf16_default()
+    return choice == "true"
+
+
+def precision_label(choice: str, used: bool) -> str:
+    return f"{'bf16 autocast' if used else 'float32'} ({'auto' if choice == 'auto' else 'forced'})"
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -154,10 +171,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--beta", type=float, default=None, help="KL coefficient (default: TRL's, RLOO 0.05, GRPO 0)"
     )
     parser.add_argument("--template", default="compact")
+    parser.add_argument(
+        "--bf16",
+        default="auto",
+        choices=["auto", "true", "false"],
+        help="bf16 autocast: auto = as the recipes (posttrain.runtime.bf16_default()), or forced on/off",
+    )
     parser.add_argument("--output", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
+    args.bf16_used = resolve_bf16(args.bf16)
 
     import torch
     from rich.console import Console
@@ -168,7 +192,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     table = Table(
         title=f"RL step time on CPU ({torch.get_num_threads()} threads), {args.model}: {args.prompts} prompts x "
-        f"{args.num_generations} completions, <= {args.max_completion_length} new tokens"
+        f"{args.num_generations} completions, <= {args.max_completion_length} new tokens, "
+        f"{precision_label(args.bf16, args.bf16_used)}"
     )
     columns = ["total", "generation", "rewards", "other prep", "update"]
     for name in [

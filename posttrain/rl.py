@@ -8,7 +8,11 @@ pieces here:
 - `GRPORecipeConfig` / `RLOORecipeConfig`: TRL's own configs (same fields) whose parsing first runs the batch
   pre-check, so a bad batch shape is explained in terms of the fields to change before TRL's terse check fires;
 - `precheck_run`: everything else that can be checked before any model loads (start model present, reward
-  weights, vLLM installed / GPU present / server reachable, prompt + completion fitting the context);
+  weights, rewards that fit the task and the start model's output format, vLLM installed / GPU present / server
+  reachable, LLM judge reachable with whole prompt groups per process, prompt + completion fitting the context);
+- resuming (`posttrain.runtime.resume_checkpoint`, shared by every recipe): the settings a run's checkpoints
+  depend on are kept in `output_dir/run_identity.json`; a relaunch that would resume with other settings (data,
+  rewards, batch shape, model) stops with the differences listed;
 - `RewardCurveCallback`: the reward curve (total and per reward function, from TRL's logs) as JSONL and PNG in
   `output_dir`, rewritten atomically at every log and at the end of training.
 
@@ -32,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
 
 from transformers import TrainerCallback
 from trl import GRPOConfig, RLOOConfig
@@ -41,6 +45,8 @@ from posttrain.io import atomic_write_jsonl
 from posttrain.runtime import logger
 
 COUNTDOWN_DATASETS = (None, "", "countdown")
+COUNTDOWN_REWARDS = ("countdown", "countdown_strict")  # read the `target` / `nums` columns of Countdown rows
+THINK_REWARDS = ("format", "tag_count")  # score the <think>...</think><answer>...</answer> protocol
 REWARD_CURVE_JSONL = "reward_curve.jsonl"
 REWARD_CURVE_PNG = "reward_curve.png"
 
@@ -264,6 +270,127 @@ def reward_problems(names: Sequence[str], weights: Sequence[float] | None) -> li
     return []
 
 
+def task_reward_problems(task: str | None, reward_names: Sequence[str]) -> list[str]:
+    """Countdown rewards need the Countdown columns (`target`, `nums`): on other prompts they crash after
+    the first generation, so refuse them up front."""
+    wrong = [name for name in reward_names if name in COUNTDOWN_REWARDS]
+    if task == "ultrafeedback" and wrong:
+        return [
+            f"reward_funcs has {wrong}, which score Countdown answers against the `target` and `nums` columns, "
+            "but the prompts are UltraFeedback (dataset_name), which has neither. Use reward_model or llm_judge "
+            "(e.g. reward_funcs: [reward_model]), or leave dataset_name unset for Countdown tasks."
+        ]
+    return []
+
+
+def start_model_summary(model_name: str) -> dict:
+    """The start model's run_summary.json (a model trained by a recipe of this project), or {}."""
+    path = Path(model_name).expanduser() / "run_summary.json"
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def think_format_problems(model_name: str, reward_names: Sequence[str]) -> list[str]:
+    """`format` / `tag_count` reward the <think> block: pointless for a model trained to answer directly."""
+    chosen = [name for name in reward_names if name in THINK_REWARDS]
+    if not chosen:
+        return []
+    countdown = (start_model_summary(model_name).get("args") or {}).get("countdown") or {}
+    if not isinstance(countdown, dict) or countdown.get("warmstart_think") is not False:
+        return []
+    return [
+        f"reward_funcs has {chosen}, which reward a <think>...</think> block, but {model_name} was trained to "
+        "answer directly without one (its run_summary.json: countdown.warmstart_think=false), so `format` "
+        "scores 0 for every completion it writes. Use `answer_format` (one <answer>...</answer> and nothing "
+        "else), e.g. reward_funcs: [countdown, answer_format], or drop "
+        + " and ".join(f"`{name}`" for name in chosen)
+        + "."
+    ]
+
+
+def _without_credentials(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.username is None and parsed.password is None:
+        return url
+    netloc = parsed.hostname or ""
+    if parsed.port:
+        netloc += f":{parsed.port}"
+    return urlunparse(parsed._replace(netloc=netloc))
+
+
+def judge_probe(base_url: str, timeout_s: float = 3.0) -> tuple[bool, int | None, str]:
+    """(answered, HTTP status, detail) for GET {base_url}/models, without credentials.
+
+    Any HTTP answer counts as reachable: 401/403 only mean the endpoint wants a key (the judge sends it).
+    """
+    import urllib.error
+    import urllib.request
+
+    url = base_url.rstrip("/") + "/models"
+    request = urllib.request.Request(url, method="GET", headers={"User-Agent": "posttrain-precheck"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return True, int(response.status), f"HTTP {response.status}"
+    except urllib.error.HTTPError as err:
+        return True, int(err.code), f"HTTP {err.code}"
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        return False, None, f"{type(err).__name__}: {reason}"[:200]
+
+
+def judge_problems(reward_args: Any, reward_names: Sequence[str], timeout_s: float = 3.0) -> list[str]:
+    """llm_judge: the judge must answer at judge_base_url, or every group would get the neutral score."""
+    if "llm_judge" not in reward_names or reward_args is None or not reward_args.judge_base_url:
+        return []
+    base = str(reward_args.judge_base_url).rstrip("/")
+    shown = _without_credentials(base)
+    answered, status, detail = judge_probe(base, timeout_s)
+    if not answered:
+        return [
+            f"reward_funcs has llm_judge but nothing answers at {shown}/models within {timeout_s:g} s ({detail}); "
+            "check judge_base_url and start the judge first, e.g. `CUDA_VISIBLE_DEVICES=1 vllm serve "
+            f"{reward_args.judge_model} --port 8001` for judge_base_url: http://127.0.0.1:8001/v1. Without it "
+            "every completion would get judge_neutral_score and the run would learn nothing."
+        ]
+    if status is not None and status not in (200, 401, 403):
+        hint = " (OpenAI-compatible servers serve it under /v1: does judge_base_url end with /v1?)"
+        logger.warning(
+            "llm_judge: %s/models answered HTTP %s%s; the judge's first request will tell.",
+            shown,
+            status,
+            hint if status == 404 and not base.endswith("/v1") else "",
+        )
+    return []
+
+
+def judge_group_problems(training_args: Any, reward_names: Sequence[str]) -> list[str]:
+    """llm_judge judges each prompt group in one request, so no group may be split across processes.
+
+    Each process scores per_device_train_batch_size x steps_per_generation completions per generation (TRL's
+    train dataloader), cut from a stream in which a prompt's num_generations completions are consecutive.
+    """
+    k = getattr(training_args, "num_generations", None)
+    per_device = getattr(training_args, "per_device_train_batch_size", None)
+    if "llm_judge" not in reward_names or not k or k < 2 or not per_device:
+        return []
+    steps = getattr(training_args, "steps_per_generation", None) or training_args.gradient_accumulation_steps
+    local = per_device * steps
+    if local % k == 0:
+        return []
+    fix = per_device
+    while (fix * steps) % k:
+        fix += 1
+    return [
+        f"reward_funcs has llm_judge, which judges each prompt's {k} completions in one request, but each process "
+        f"scores per_device_train_batch_size ({per_device}) x steps_per_generation ({steps}) = {local} "
+        f"completions, not a multiple of num_generations={k}: prompt groups would be split across processes "
+        f"and judged in parts. Fix: --per_device_train_batch_size {fix} (or a num_generations that divides {local})."
+    ]
+
+
 def precheck_run(
     training_args: Any,
     *,
@@ -272,8 +399,11 @@ def precheck_run(
     reward_names: Sequence[str],
     start_hint: str | None = None,
     reward_model_path: str | None = None,
+    reward_args: Any = None,
+    task: str | None = None,
 ) -> None:
-    """Config checks that need no model: start model present, reward weights, vLLM. Raises RLConfigError."""
+    """Config checks that need no model: start model present, reward weights, rewards that fit the task and
+    the start model, vLLM, the LLM judge. Raises RLConfigError listing every problem found."""
     problems = []
     missing = start_model_problem(model_name, start_hint)
     if missing:
@@ -284,7 +414,11 @@ def precheck_run(
             "it at a saved reward model folder)."
         )
     problems += reward_problems(reward_names, training_args.reward_weights)
+    problems += task_reward_problems(task, reward_names)
+    problems += think_format_problems(model_name, reward_names)
+    problems += judge_group_problems(training_args, reward_names)
     problems += vllm_problems(training_args, model_name, algo)
+    problems += judge_problems(reward_args, reward_names)
     _fail(problems, algo.upper())
 
 
@@ -326,6 +460,18 @@ def prompt_length_problems(
 # ----------------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------------
+
+
+def rl_task(dataset_name: str | None) -> str | None:
+    """ "countdown" or "ultrafeedback" for the datasets build_rl_dataset supports (None for any other name)."""
+    from posttrain.chat_data import FIXTURE_NAME, ULTRAFEEDBACK_HUB_ID
+    from posttrain.countdown import COUNTDOWN_HUB_ID
+
+    if dataset_name in COUNTDOWN_DATASETS or dataset_name == COUNTDOWN_HUB_ID:
+        return "countdown"
+    if dataset_name in (ULTRAFEEDBACK_HUB_ID, FIXTURE_NAME):
+        return "ultrafeedback"
+    return None
 
 
 def countdown_rl_rows(tasks: Sequence[Any], template: str) -> list[dict]:
@@ -559,6 +705,17 @@ def parse_rl_args(parser: Any, argv: Sequence[str] | None = None) -> tuple:
     return parsed
 
 
+def kl_reference(trainer: Any, training_args: Any, model_args: Any) -> str | None:
+    """What the KL penalty compared the policy with: None without one (beta 0)."""
+    if not getattr(training_args, "beta", 0.0):
+        return None
+    if getattr(trainer, "ref_model", None) is not None:
+        return "frozen copy of the start model"
+    if getattr(model_args, "use_peft", False):
+        return "start model (adapters disabled)"
+    return None
+
+
 START_HINTS = {
     "countdown": "run `make sft-countdown` first, or pass --model_name_or_path embedded",
     "ultrafeedback": "run `make sft-smoltalk` first, or pass --model_name_or_path embedded",
@@ -578,12 +735,18 @@ def run_rl(
     from trl import get_peft_config
 
     from posttrain.models import load_tokenizer
-    from posttrain.runtime import last_checkpoint, prepare_model_args, save_and_summarize, setup_logging
+    from posttrain.runtime import (
+        prepare_model_args,
+        resume_checkpoint,
+        run_identity,
+        save_and_summarize,
+        setup_logging,
+    )
     from rewards.registry import build_reward_funcs
 
     started = time.time()
     setup_logging(training_args)
-    task = "countdown" if script_args.dataset_name in COUNTDOWN_DATASETS else "ultrafeedback"
+    task = rl_task(script_args.dataset_name)
     reward_names = list(reward_args.reward_funcs)
     precheck_run(
         training_args,
@@ -592,13 +755,19 @@ def run_rl(
         reward_names=reward_names,
         start_hint=START_HINTS.get(task),
         reward_model_path=getattr(reward_args, "reward_model_path", None),
+        reward_args=reward_args,
+        task=task,
     )
+    model_path = prepare_model_args(model_args, training_args)
+    identity = run_identity(model_args, training_args, script_args, reward_args)
+    if task == "countdown":
+        identity.update(run_identity(countdown_args))
+    resume = resume_checkpoint(training_args, {"algo": algo, "task": task, **identity})
     dataset, data_info = build_rl_dataset(script_args, countdown_args)
     if len(dataset) == 0:
         raise RLConfigError(
             "the training set is empty: raise countdown_train_size or dataset_max_train_rows."
         )
-    model_path = prepare_model_args(model_args, training_args)
     _fail(
         prompt_length_problems(training_args, model_path, dataset["prompt"], load_tokenizer(model_path)),
         algo.upper(),
@@ -615,7 +784,7 @@ def run_rl(
         peft_config=get_peft_config(model_args),
         callbacks=[curve],
     )
-    train_result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args))
+    train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_state()
 
@@ -636,6 +805,8 @@ def run_rl(
             "num_generations": training_args.num_generations,
             "generation_batch_size": training_args.generation_batch_size,
             "reward_curve": summary,
+            "kl_reference": kl_reference(trainer, training_args, model_args),
+            "resumed_from": resume,
             **data_info,
         },
     )

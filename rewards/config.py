@@ -15,11 +15,55 @@ that holds it (default `JUDGE_API_KEY`), so the key never lands in a YAML file, 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 JUDGE_RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 REWARD_MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRUNCATION_SIDES = ("left", "right")
+# A conventional environment variable name. Anything else in judge_api_key_env is refused without being echoed.
+ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+# How common API keys begin (OpenAI/Anthropic sk-, Hugging Face hf_, NVIDIA nvapi-, Groq gsk_, xAI xai-, ...).
+KEY_PREFIXES = (
+    "sk-",
+    "sk_",
+    "hf_",
+    "nvapi-",
+    "gsk_",
+    "xai-",
+    "pplx-",
+    "csk-",
+    "api_",
+    "key-",
+    "ghp_",
+    "AKIA",
+)
+
+
+def looks_like_api_key(value: str) -> bool:
+    """True for a value that looks like a secret rather than a variable name (prefix, or long and mixed)."""
+    if value.startswith(KEY_PREFIXES):  # case-sensitive: HF_TOKEN is a variable name, hf_... a key
+        return True
+    kinds = sum(
+        (any(c.islower() for c in value), any(c.isupper() for c in value), any(c.isdigit() for c in value))
+    )
+    return len(value) >= 20 and (kinds >= 2 and "_" not in value or kinds == 3)
+
+
+def check_env_name(value: object, field_name: str = "judge_api_key_env") -> None:
+    """ValueError unless ``value`` is a conventional env var name; the message never contains the value."""
+    if isinstance(value, str) and ENV_NAME_RE.match(value) and not looks_like_api_key(value):
+        return
+    if isinstance(value, str) and looks_like_api_key(value):
+        raise ValueError(
+            f"{field_name} looks like an API key, not the NAME of an environment variable. Put the key in a "
+            f"variable (`export JUDGE_API_KEY=...` in the training shell) and set `{field_name}: JUDGE_API_KEY`. "
+            "The value is not repeated here; if this config was shared or committed, revoke the key."
+        )
+    raise ValueError(
+        f"{field_name} must be the NAME of an environment variable (upper-case letters, digits and _, at "
+        f"most 64 characters, e.g. JUDGE_API_KEY), never the key itself; put the key in that variable."
+    )
 
 
 @dataclass
@@ -30,7 +74,8 @@ class RewardArguments:
         default_factory=lambda: ["countdown", "format"],
         metadata={
             "help": "Reward functions by registry name, e.g. [countdown, format, overlong]; "
-            "valid: countdown, countdown_strict, format, tag_count, overlong, reward_model, llm_judge. "
+            "valid: countdown, countdown_strict, format, answer_format, tag_count, overlong, reward_model, "
+            "llm_judge. "
             "Weight them with TRL's `reward_weights` (same order)."
         },
     )
@@ -73,6 +118,13 @@ class RewardArguments:
         default="auto",
         metadata={"help": "reward_model: auto (bfloat16 on a bf16 GPU, else float32) or a dtype."},
     )
+    reward_model_clip: float | None = field(
+        default=50.0,
+        metadata={
+            "help": "reward_model: scores are clipped to [-clip, clip] (NaN -> 0, +-inf -> +-clip); null: no "
+            "clip (NaN and +-inf -> 0)."
+        },
+    )
     # -- llm_judge (RULER-style: one call scores a whole group of completions of the same prompt)
     judge_base_url: str | None = field(
         default=None,
@@ -112,6 +164,13 @@ class RewardArguments:
     )
     judge_rubric: str | None = field(
         default=None, metadata={"help": "llm_judge: replaces the default rubric (what a good answer is)."}
+    )
+    judge_max_failed_calls: int = field(
+        default=3,
+        metadata={
+            "help": "llm_judge: stop the run when every group failed in this many consecutive reward calls "
+            "(the judge is down: training on constant neutral scores learns nothing); 0: never stop."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -154,6 +213,9 @@ class RewardArguments:
             raise ValueError(
                 f"reward_model_dtype={self.reward_model_dtype!r}: use one of {list(REWARD_MODEL_DTYPES)}."
             )
+        if self.reward_model_clip is not None:
+            if finite("reward_model_clip") <= 0:
+                raise ValueError(f"reward_model_clip must be > 0 or null, got {self.reward_model_clip!r}.")
         if "reward_model" in names and not self.reward_model_path:
             raise ValueError(
                 "reward_funcs has `reward_model` but reward_model_path is unset; set it to a reward model "
@@ -176,13 +238,16 @@ class RewardArguments:
             raise ValueError(
                 f"judge_response_format={self.judge_response_format!r}: use one of {list(JUDGE_RESPONSE_FORMATS)}."
             )
-        env = self.judge_api_key_env
-        if not isinstance(env, str) or not env.replace("_", "").isalnum() or env[0].isdigit():
-            # A value that looks like a key (not a variable name) must not be echoed back.
+        if (
+            isinstance(self.judge_max_failed_calls, bool)
+            or not isinstance(self.judge_max_failed_calls, int)
+            or self.judge_max_failed_calls < 0
+        ):
             raise ValueError(
-                "judge_api_key_env must be the NAME of an environment variable (letters, digits, _), e.g. "
-                "JUDGE_API_KEY; put the key itself in that variable, never in the config."
+                f"judge_max_failed_calls must be an integer >= 0 (0: never stop), got {self.judge_max_failed_calls!r}."
             )
+        # A key pasted here would be saved in run_summary.json and printed: refuse it without echoing it.
+        check_env_name(self.judge_api_key_env)
         if "llm_judge" in names:
             for name in ("judge_base_url", "judge_model"):
                 if not getattr(self, name):

@@ -91,10 +91,11 @@ def _texts_with_prompts(completions: Sequence[Any], prompts: Any) -> list[str]:
 
 
 def has_think_answer_format(text: str) -> bool:
-    """``[preamble] <think> ... </think> <answer> non-empty </answer>`` with only whitespace between/after.
+    """``[preamble] <think> non-empty </think> <answer> non-empty </answer>`` with only whitespace between/after.
 
     Each of the four tags must appear exactly once; the preamble (e.g. "Let me solve this step by step.")
-    is free text.
+    is free text. An empty think block does not count: it is the answer-only format with two extra tags
+    (see `answer_format_reward` for models trained to answer directly).
     """
     if not isinstance(text, str) or any(text.count(tag) != 1 for tag in _TAGS):
         return False
@@ -102,14 +103,27 @@ def has_think_answer_format(text: str) -> bool:
     c, d = text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)
     if not a < b < c < d:
         return False
+    thought = text[a + len(THINK_OPEN) : b]
     between = text[b + len(THINK_CLOSE) : c]
     after = text[d + len(ANSWER_CLOSE) :]
     body = text[c + len(ANSWER_OPEN) : d]
-    return not between.strip() and not after.strip() and bool(body.strip())
+    return bool(thought.strip()) and not between.strip() and not after.strip() and bool(body.strip())
+
+
+def has_answer_only_format(text: str) -> bool:
+    """Exactly one ``<answer> non-empty </answer>`` span and nothing but whitespace around it (no think block)."""
+    if not isinstance(text, str):
+        return False
+    stripped = text.strip()
+    if not (stripped.startswith(ANSWER_OPEN) and stripped.endswith(ANSWER_CLOSE)):
+        return False
+    if any(stripped.count(tag) != (1 if tag in (ANSWER_OPEN, ANSWER_CLOSE) else 0) for tag in _TAGS):
+        return False
+    return bool(stripped[len(ANSWER_OPEN) : -len(ANSWER_CLOSE)].strip())
 
 
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
-    """1.0 for the ``<think>...</think><answer>...</answer>`` structure, else 0.0.
+    """1.0 for the ``<think>...</think><answer>...</answer>`` structure (both bodies non-empty), else 0.0.
 
     If TRL's ``prompts`` kwarg shows the prompt already ends with ``<think>``, the completion is checked as
     if it started with that tag.
@@ -119,6 +133,27 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     except Exception:  # noqa: BLE001 - rewards must never crash training
         return [0.0] * _safe_len(completions)
     return [1.0 if has_think_answer_format(text) else 0.0 for text in texts]
+
+
+def answer_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the completion is exactly one ``<answer>...</answer>`` span (whitespace around it only), else 0.0.
+
+    The format reward for models trained to answer directly, without a ``<think>`` block. When TRL's ``prompts``
+    show the prompt already opened ``<think>`` (the "base" template), the completion may close it first:
+    ``</think> <answer>...</answer>`` is what a direct-answer model writes after such a prompt.
+    """
+    try:
+        prompts = kwargs.get("prompts")
+        use_prompts = isinstance(prompts, (list, tuple)) and len(prompts) == len(completions)
+        texts = []
+        for i, completion in enumerate(completions):
+            text = completion_text(completion)
+            if use_prompts and _seeded_prefix(prompts[i]) and text.lstrip().startswith(THINK_CLOSE):
+                text = text.lstrip()[len(THINK_CLOSE) :]
+            texts.append(text)
+    except Exception:  # noqa: BLE001 - rewards must never crash training
+        return [0.0] * _safe_len(completions)
+    return [1.0 if has_answer_only_format(text) else 0.0 for text in texts]
 
 
 def tag_count_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:

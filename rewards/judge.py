@@ -11,21 +11,30 @@ advantages compare completions of the same prompt anyway.
 
 Robustness (the judge is a remote service and its output is untrusted):
 
-- Each request has a timeout; 429, 5xx, 408/409, timeouts, connection errors and unusable answers (not JSON,
-  no valid score) are retried with exponential backoff and jitter (``Retry-After`` is honoured up to the cap).
+- Each request has a total deadline of ``judge_timeout_s`` (connecting, sending and reading the whole answer:
+  a server that trickles bytes cannot hold a step); 429, 5xx, 408/409, timeouts, connection errors and
+  unusable answers (not JSON, no valid score) are retried with exponential backoff and jitter (``Retry-After``
+  is honoured up to the cap).
 - When a group still fails, every completion in it gets ``judge_neutral_score`` (a constant within a group
   adds nothing to GRPO's group-relative advantage), the failure is logged as a warning, counted in
   ``reward.stats`` and reported to TRL as the metric ``llm_judge/failed_groups`` (via TRL's ``log_metric``
   reward kwarg). 400/422 (e.g. a prompt too long for the judge) fail the group without retries.
+- When every group failed in ``judge_max_failed_calls`` consecutive reward calls (default 3; 0: never), the
+  judge is taken to be down and ``JudgeUnavailableError`` stops the run: constant neutral scores give zero
+  advantages, so training on would only burn compute.
+- Answers that leave some completions without a score (missing, duplicate or invalid entries) or name unknown
+  ids are logged as the TRL metrics ``llm_judge/missing_scores``, ``llm_judge/duplicate_ids``,
+  ``llm_judge/unknown_ids``, ``llm_judge/invalid_scores`` and ``llm_judge/clamped_scores`` (per reward call), with
+  a warning when any but the last is non-zero.
 - 401/403/404 mean a wrong key, model or URL: they raise ``JudgeConfigError`` at once rather than train on
   neutral scores.
 - At most ``judge_concurrency`` groups are in flight at once (per training process).
 - Completions are cut to ``judge_max_completion_chars`` and cannot open or close a response block; the system
   prompt tells the judge that responses are data, not instructions.
 
-The API key is read from the environment variable named by ``judge_api_key_env`` when the client is created
-(unset: ``EMPTY``, which a local vLLM server without ``--api-key`` accepts). It is never stored on the reward
-object, never pickled, and scrubbed from every message this module logs or raises.
+The API key is read from the environment variable named by ``judge_api_key_env`` when a request's client is
+created (unset: ``EMPTY``, which a local vLLM server without ``--api-key`` accepts). It is never stored on the
+reward object, never pickled, and scrubbed from every message this module logs or raises.
 """
 
 from __future__ import annotations
@@ -78,6 +87,17 @@ class JudgeConfigError(RuntimeError):
 
 class JudgeOutputError(ValueError):
     """The judge's answer holds no usable scores."""
+
+
+class JudgeTimeoutError(TimeoutError):
+    """No complete answer within the request's total deadline (``judge_timeout_s``)."""
+
+
+class JudgeUnavailableError(RuntimeError):
+    """Every group failed in ``judge_max_failed_calls`` consecutive reward calls: the judge is not usable."""
+
+
+PARTIAL_METRICS = ("missing_scores", "duplicate_ids", "unknown_ids", "invalid_scores", "clamped_scores")
 
 
 @dataclass
@@ -258,6 +278,7 @@ class LLMJudgeReward:
         max_completion_chars: int = 4000,
         response_format: str = "json_schema",
         rubric: str | None = None,
+        max_failed_calls: int = 3,
     ) -> None:
         self.__name__ = "llm_judge_reward"
         self.base_url, self.model, self.api_key_env = base_url, model, api_key_env
@@ -267,14 +288,16 @@ class LLMJudgeReward:
         self.temperature, self.max_tokens = temperature, max_tokens
         self.max_completion_chars, self.response_format = max_completion_chars, response_format
         self.rubric = rubric or DEFAULT_RUBRIC
+        self.max_failed_calls = max_failed_calls
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._client: Any = None
+        self._failed_calls = 0  # consecutive reward calls in which every group failed
+        self._last_error = ""
+        self._told_no_key = False
 
-    # The client holds the key: never pickle or copy it (it is rebuilt from the environment on demand).
+    # Clients hold the key: none is kept on the object (each request builds its own from the environment).
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_client"] = None
         state.pop("_lock", None)
         return state
 
@@ -298,21 +321,19 @@ class LLMJudgeReward:
             text = text.replace(key, "***")
         return re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
 
-    def _get_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                import openai
+    def _new_client(self) -> Any:
+        """A client for one request: closing it is how a request past its deadline is abandoned."""
+        import openai
 
-                if self._api_key() == NO_KEY:
-                    logger.info(
-                        "llm_judge: $%s is not set; sending no API key (fine for a local vLLM server)",
-                        self.api_key_env,
-                    )
-                # Retries are ours (counted, logged, tested), so the client's own are off.
-                self._client = openai.OpenAI(
-                    base_url=self.base_url, api_key=self._api_key(), timeout=self.timeout_s, max_retries=0
-                )
-            return self._client
+        key = self._api_key()
+        if key == NO_KEY and not self._told_no_key:
+            self._told_no_key = True
+            logger.info(
+                "llm_judge: $%s is not set; sending no API key (fine for a local vLLM server)",
+                self.api_key_env,
+            )
+        # Retries are ours (counted, logged, tested), so the client's own are off.
+        return openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=0)
 
     def _count(self, **increments: int) -> None:
         with self._lock:
@@ -336,8 +357,30 @@ class LLMJudgeReward:
         fmt = response_format(self.response_format, ids)
         if fmt is not None:
             kwargs["response_format"] = fmt
-        response = self._get_client().chat.completions.create(**kwargs)
-        choices = getattr(response, "choices", None) or []
+        # The client's timeout bounds each connect/read, not the whole request: a server that sends a byte now
+        # and then never trips it. So the request runs in its own (daemon) thread and gets judge_timeout_s in
+        # total; past that its client is closed, which ends the worker's next read.
+        client = self._new_client()
+        outcome: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                outcome["response"] = client.chat.completions.create(**kwargs)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+                outcome["error"] = err
+
+        worker = threading.Thread(target=call, name="llm-judge-request", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+        if worker.is_alive():
+            raise JudgeTimeoutError(f"no complete answer within judge_timeout_s={self.timeout_s:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        choices = getattr(outcome.get("response"), "choices", None) or []
         return choices[0].message.content if choices else None
 
     def judge_group(self, prompt: Any, completions: Sequence[Any]) -> tuple[list[float], list[str], bool]:
@@ -370,7 +413,12 @@ class LLMJudgeReward:
                         " (if the endpoint lacks JSON-schema output, set judge_response_format: json_object)"
                     )
                 break
-            except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError) as err:
+            except (
+                openai.APITimeoutError,
+                openai.APIConnectionError,
+                openai.RateLimitError,
+                JudgeTimeoutError,
+            ) as err:
                 exc, error = err, f"{type(err).__name__}: {self.redact(str(err))[:300]}"
             except openai.APIStatusError as err:
                 if err.status_code < 500 and err.status_code not in (408, 409):
@@ -401,6 +449,7 @@ class LLMJudgeReward:
         with self._lock:
             self.stats["failed_groups"] += 1
             failed, total = self.stats["failed_groups"], self.stats["groups"]
+            self._last_error = error
         logger.warning(
             "llm_judge: a group of %d completions failed after %d attempt(s) (%s); scored %s (neutral). "
             "Failed groups so far: %d of %d.",
@@ -421,7 +470,9 @@ class LLMJudgeReward:
             groups.setdefault(_group_key(prompt), []).append(i)
         members = list(groups.values())
         self._count(calls=1, groups=len(members), completions=len(completions))
-        failed_before = self.stats["failed_groups"]
+        with self._lock:
+            before = {name: self.stats[name] for name in PARTIAL_METRICS}
+        failed = 0
         scores: list[float] = [self.neutral_score] * len(completions)
         explanations = [""] * len(completions)
         if members:
@@ -429,21 +480,53 @@ class LLMJudgeReward:
                 results = pool.map(
                     lambda rows: self.judge_group(prompts[rows[0]], [completions[i] for i in rows]), members
                 )
-                for rows, (group_scores, group_explanations, _) in zip(members, results, strict=True):
+                for rows, (group_scores, group_explanations, ok) in zip(members, results, strict=True):
+                    failed += not ok
                     for i, score, explanation in zip(rows, group_scores, group_explanations, strict=True):
                         scores[i], explanations[i] = score, explanation
-        self._report(kwargs, failed=self.stats["failed_groups"] - failed_before, groups=len(members))
+        with self._lock:
+            partial = {name: self.stats[name] - before[name] for name in PARTIAL_METRICS}
+            if members:
+                self._failed_calls = self._failed_calls + 1 if failed == len(members) else 0
+            streak, last_error = self._failed_calls, self._last_error
+        self._report(kwargs, failed=failed, groups=len(members), partial=partial)
         log_extra = kwargs.get("log_extra")
         if callable(log_extra):
             log_extra("judge_explanation", explanations)
+        if self.max_failed_calls and streak >= self.max_failed_calls:
+            raise JudgeUnavailableError(
+                f"llm_judge: every group failed in the last {streak} reward calls (last error: "
+                f"{last_error}); the judge at {self.base_url} (model {self.model!r}) is not usable, and constant "
+                "neutral scores teach the policy nothing. Check that the server is up and answers chat requests "
+                "(the checkpoints so far are kept; re-running resumes), or raise judge_max_failed_calls "
+                "(0: never stop)."
+            )
         return scores
 
-    def _report(self, kwargs: dict[str, Any], *, failed: int, groups: int) -> None:
+    def _report(
+        self, kwargs: dict[str, Any], *, failed: int, groups: int, partial: dict[str, int] | None = None
+    ) -> None:
+        partial = partial or {}
         log_metric: Callable[[str, float], None] | None = kwargs.get("log_metric")
         if callable(log_metric) and groups:
             log_metric("llm_judge/failed_groups", float(failed))
             log_metric("llm_judge/failed_group_rate", failed / groups)
             log_metric("llm_judge/failed_groups_total", float(self.stats["failed_groups"]))
+            for name in PARTIAL_METRICS:
+                log_metric(f"llm_judge/{name}", float(partial.get(name, 0)))
+        if any(partial.get(name, 0) for name in PARTIAL_METRICS[:-1]):
+            logger.warning(
+                "llm_judge: %d completion(s) got no usable score from an otherwise valid answer and were scored "
+                "%s (neutral): duplicate ids %d, invalid scores %d; unknown ids ignored: %d. Failed groups so "
+                "far: %d of %d.",
+                partial.get("missing_scores", 0),
+                self.neutral_score,
+                partial.get("duplicate_ids", 0),
+                partial.get("invalid_scores", 0),
+                partial.get("unknown_ids", 0),
+                self.stats["failed_groups"],
+                self.stats["groups"],
+            )
 
 
 def make_llm_judge_reward(
@@ -467,4 +550,5 @@ def make_llm_judge_reward(
         max_completion_chars=reward_args.judge_max_completion_chars,
         response_format=reward_args.judge_response_format,
         rubric=reward_args.judge_rubric,
+        max_failed_calls=reward_args.judge_max_failed_calls,
     )

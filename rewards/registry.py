@@ -3,7 +3,7 @@
 Two kinds of entries:
 
 - ``REWARD_FUNCS``: ready-to-use TRL reward callables (``countdown``, ``countdown_strict``, ``format``,
-  ``tag_count``), added with ``@register_reward("name")`` and returned as-is by ``get_reward_funcs``.
+  ``answer_format``, ``tag_count``), added with ``@register_reward("name")`` and returned as-is by ``get_reward_funcs``.
 - ``REWARD_FACTORIES``: configurable rewards (``overlong``, ``reward_model``, ``llm_judge``), added with
   ``register_reward_factory("name")``. A factory takes ``(reward_args, max_completion_length)`` and returns
   the callable; ``build_reward_funcs`` builds them from `rewards.config.RewardArguments`.
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rewards.countdown import countdown_reward, countdown_strict_reward
-from rewards.format import format_reward, tag_count_reward
+from rewards.format import answer_format_reward, format_reward, tag_count_reward
 
 if TYPE_CHECKING:
     from rewards.config import RewardArguments
@@ -173,6 +173,7 @@ def build_reward_funcs(
 register_reward("countdown")(countdown_reward)
 register_reward("countdown_strict")(countdown_strict_reward)
 register_reward("format")(format_reward)
+register_reward("answer_format")(answer_format_reward)
 register_reward("tag_count")(tag_count_reward)
 
 # Configurable rewards. Their modules import torch / transformers / openai only when a reward is built or

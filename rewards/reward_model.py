@@ -9,6 +9,11 @@ rendered text is tokenised without extra special tokens (the template holds them
 ``max_length`` tokens (``left``: keep the end, where the score is read; ``right``: keep the start), scored in
 batches of ``batch_size`` under ``torch.inference_mode`` and returned as plain floats.
 
+The raw logit is untrusted (a diverged or badly exported reward model, or float16 overflow, gives NaN/inf, and
+one NaN reward turns a whole GRPO group's advantages into NaN): NaN becomes 0, and scores are clipped to
+``[-clip, clip]`` (``reward_model_clip``, default 50; +-inf become +-clip). With ``clip=None`` nothing is
+clipped and +-inf become 0 as well. Non-finite scores are counted in ``stats`` and logged as a warning.
+
 The model loads on the first call and is cached per (folder, dtype, device), so building the reward is cheap
 and several rewards or trainers share one copy.
 """
@@ -16,7 +21,10 @@ and several rewards or trainers share one copy.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +33,8 @@ from rewards.format import _content_text, completion_text
 
 if TYPE_CHECKING:
     from rewards.config import RewardArguments
+
+logger = logging.getLogger("rewards.reward_model")
 
 _CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 _CACHE_LOCK = threading.Lock()
@@ -134,12 +144,17 @@ class RewardModelReward:
         truncation_side: str = "left",
         dtype: str = "auto",
         device: str | None = None,
+        clip: float | None = 50.0,
     ) -> None:
         if truncation_side not in ("left", "right"):
             raise ValueError(f"reward_model_truncation_side must be left or right, got {truncation_side!r}")
+        if clip is not None and not (math.isfinite(clip) and clip > 0):
+            raise ValueError(f"reward_model_clip must be a finite number > 0 or None, got {clip!r}")
         self.__name__ = "reward_model_reward"
         self.path, self.batch_size, self.max_length = path, batch_size, max_length
         self.truncation_side, self.dtype, self.device = truncation_side, dtype, device
+        self.clip = None if clip is None else float(clip)
+        self.stats: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"RewardModelReward(path={self.path!r}, batch_size={self.batch_size}, max_length={self.max_length})"
@@ -175,7 +190,23 @@ class RewardModelReward:
                 logits = model(
                     input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)
                 ).logits
-            for r, value in zip(rows, logits[:, 0].float().cpu().tolist(), strict=True):
+            values = logits[:, 0].float()
+            nonfinite = int((~torch.isfinite(values)).sum())
+            if nonfinite:
+                self.stats["nonfinite_scores"] += nonfinite
+                logger.warning(
+                    "reward_model: %d of %d scores were NaN/inf and were replaced (NaN -> 0, +-inf -> %s); "
+                    "check the reward model in %s (a float16 overflow? try reward_model_dtype: float32).",
+                    nonfinite,
+                    len(rows),
+                    f"+-{self.clip:g}" if self.clip is not None else "0",
+                    self.path,
+                )
+            bound = self.clip if self.clip is not None else 0.0
+            values = torch.nan_to_num(values, nan=0.0, posinf=bound, neginf=-bound)
+            if self.clip is not None:
+                values = values.clamp(-self.clip, self.clip)
+            for r, value in zip(rows, values.cpu().tolist(), strict=True):
                 scores[r] = float(value)
         return scores
 
@@ -200,4 +231,5 @@ def make_reward_model_reward(
         max_length=reward_args.reward_model_max_length,
         truncation_side=reward_args.reward_model_truncation_side,
         dtype=reward_args.reward_model_dtype,
+        clip=reward_args.reward_model_clip,
     )

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rewards.config import RewardArguments
-from rewards.judge import JudgeConfigError, LLMJudgeReward, parse_scores
+from rewards.judge import JudgeConfigError, JudgeUnavailableError, LLMJudgeReward, parse_scores
 from rewards.registry import build_reward_funcs
 
 SECRET = "sk-test-9f8e7d6c5b4a-SECRET"
@@ -145,6 +145,25 @@ class Handler(BaseHTTPRequestHandler):
         if model == "busy":
             time.sleep(0.15)
             return self._send(200, _completion(model, json.dumps(_good_scores(blocks))))
+        if model == "trickle":
+            # Headers at once, then the body one byte per second: every read gets a byte well within the
+            # client's per-read timeout, so only a total deadline ends the request (the whole body would take
+            # minutes; the handler gives up after 20 s so a regressed client cannot hang the suite).
+            body = json.dumps(_completion(model, json.dumps(_good_scores(blocks)))).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(min(len(body), 20)):
+                try:
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return None
+                time.sleep(1.0)
+            self.close_connection = True
+            return None
         return self._send(404, {"error": {"message": f"model {model} not found"}})
 
 
@@ -313,6 +332,85 @@ def test_timeout_then_neutral(make_judge, server) -> None:
     assert judge(prompts=["p"], completions=["0.9"]) == [0.5]
     assert time.monotonic() - started < 1.5
     assert server.counters["slow"] == 2 and judge.stats["failed_groups"] == 1
+
+
+def _judge_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "llm-judge-request"]
+
+
+def test_trickling_server_hits_the_total_deadline(make_judge, server) -> None:
+    judge = make_judge("trickle", judge_timeout_s=1.5, judge_max_retries=0)
+    started = time.monotonic()
+    assert judge(prompts=["p", "p"], completions=["0.9", "0.1"]) == [0.5, 0.5]
+    elapsed = time.monotonic() - started
+    assert 1.4 < elapsed < 3.5, elapsed  # the deadline, not the 2 s a 2-byte answer needs, nor the minutes
+    assert judge.stats["failed_groups"] == 1 and server.counters["trickle"] == 1
+    # The abandoned request's client was closed: its worker thread ends at the next byte, it does not linger.
+    deadline = time.monotonic() + 5
+    while _judge_threads() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _judge_threads()
+
+
+def test_partial_answers_are_logged_as_metrics(make_judge, caplog) -> None:
+    judge = make_judge("wrong_ids")
+    metrics: list[tuple[str, float]] = []
+    with caplog.at_level(logging.WARNING, logger="rewards.judge"):
+        judge(prompts=["p"] * 3, completions=["a", "b", "c"], log_metric=lambda n, v: metrics.append((n, v)))
+    logged = dict(metrics)
+    assert logged["llm_judge/missing_scores"] == 2.0  # r1 (scored twice) and r3 (not scored)
+    assert logged["llm_judge/duplicate_ids"] == 1.0 and logged["llm_judge/unknown_ids"] == 1.0
+    assert logged["llm_judge/invalid_scores"] == 0.0 and logged["llm_judge/failed_groups"] == 0.0
+    assert "2 completion(s) got no usable score" in caplog.text
+    # The metrics are per call, not running totals; a clean answer logs zeros and warns about nothing.
+    caplog.clear()
+    judge.model = "good"
+    metrics.clear()
+    with caplog.at_level(logging.WARNING, logger="rewards.judge"):
+        judge(prompts=["p"] * 2, completions=["0.1", "0.2"], log_metric=lambda n, v: metrics.append((n, v)))
+    assert (
+        dict(metrics)["llm_judge/missing_scores"] == 0.0 and dict(metrics)["llm_judge/duplicate_ids"] == 0.0
+    )
+    assert "no usable score" not in caplog.text
+
+
+def test_judge_down_stops_the_run(make_judge, server, caplog) -> None:
+    judge = make_judge("always500", judge_max_retries=0, judge_max_failed_calls=2)
+    assert judge(prompts=["p", "q"], completions=["1", "1"]) == [0.5, 0.5]  # 1st call in a row: neutral
+    judge.model = "good"
+    assert judge(prompts=["p"], completions=["0.3"]) == pytest.approx([0.3])  # a success resets the count
+    judge.model = "always500"
+    judge(prompts=["p"], completions=["1"])
+    with caplog.at_level(logging.DEBUG), pytest.raises(JudgeUnavailableError) as info:
+        judge(prompts=["p"], completions=["1"])
+    message = str(info.value)
+    assert "every group failed in the last 2 reward calls" in message and "judge_max_failed_calls" in message
+    assert server_url(server) in message and "HTTP 500" in message
+    assert SECRET not in message and SECRET not in caplog.text  # the 500 body echoes the key: scrubbed
+
+
+def test_unreachable_judge_stops_the_run(make_judge) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    judge = make_judge("good", judge_base_url=f"http://127.0.0.1:{port}/v1", judge_max_retries=0)
+    for _ in range(2):
+        assert judge(prompts=["p"], completions=["1"]) == [0.5]
+    with pytest.raises(JudgeUnavailableError, match="APIConnectionError"):
+        judge(prompts=["p"], completions=["1"])  # default judge_max_failed_calls: 3
+
+
+def test_judge_max_failed_calls_zero_never_stops(make_judge) -> None:
+    judge = make_judge("always500", judge_max_retries=0, judge_max_failed_calls=0)
+    for _ in range(4):
+        assert judge(prompts=["p"], completions=["1"]) == [0.5]
+    assert judge.stats["failed_groups"] == 4
+
+
+def server_url(server) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/v1"
 
 
 def test_bounded_concurrency(make_judge, server) -> None:

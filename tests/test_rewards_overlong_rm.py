@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 from pathlib import Path
 
@@ -24,7 +25,16 @@ from rewards.registry import (
 
 def test_all_rewards_registered() -> None:
     assert reward_names() == sorted(
-        ["countdown", "countdown_strict", "format", "tag_count", "overlong", "reward_model", "llm_judge"]
+        [
+            "countdown",
+            "countdown_strict",
+            "format",
+            "answer_format",
+            "tag_count",
+            "overlong",
+            "reward_model",
+            "llm_judge",
+        ]
     )
     assert set(REWARD_FACTORIES) == {"overlong", "reward_model", "llm_judge"}
 
@@ -103,6 +113,9 @@ def test_reward_funcs_normalised_and_validated() -> None:
         ({"judge_concurrency": 0}, "judge_concurrency"),
         ({"judge_neutral_score": 2.0}, "judge_neutral_score"),
         ({"judge_response_format": "xml"}, "judge_response_format"),
+        ({"judge_max_failed_calls": -1}, "judge_max_failed_calls"),
+        ({"reward_model_clip": 0}, "reward_model_clip"),
+        ({"reward_model_clip": float("inf")}, "reward_model_clip"),
     ],
 )
 def test_validation_names_the_field(kwargs: dict, field_name: str) -> None:
@@ -110,12 +123,34 @@ def test_validation_names_the_field(kwargs: dict, field_name: str) -> None:
         RewardArguments(**kwargs)
 
 
-def test_key_in_api_key_env_is_not_echoed() -> None:
-    secret = "sk-live-0123456789abcdef"
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk-live-0123456789abcdef",
+        "hf_AbCdEf0123456789SECRETxyz",  # no dash: letters, digits and _ only, like a variable name
+        "nvapi-AbC123",
+        "AbCdEf0123456789SecretXyz",  # no known prefix, but long and mixed-case
+        "ABCDEF0123456789SECRETXYZ",  # upper-case, yet long letters+digits without _: not a name
+    ],
+)
+def test_key_in_api_key_env_is_refused_and_not_echoed(secret: str) -> None:
     with pytest.raises(ValueError) as info:
         RewardArguments(judge_api_key_env=secret)
-    assert "judge_api_key_env" in str(info.value)
-    assert secret not in str(info.value)
+    message = str(info.value)
+    assert "judge_api_key_env" in message and "NAME" in message and "looks like an API key" in message
+    assert secret not in message and secret not in repr(info.value)
+
+
+@pytest.mark.parametrize("value", ["judge_key", "JUDGE-KEY", "1JUDGE_KEY", "", "K" * 65, "JUDGE KEY"])
+def test_api_key_env_must_be_a_conventional_name(value: str) -> None:
+    with pytest.raises(ValueError, match="NAME of an environment variable") as info:
+        RewardArguments(judge_api_key_env=value)
+    assert not value or value not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["JUDGE_API_KEY", "HF_TOKEN", "OPENAI_API_KEY", "_MY_JUDGE_KEY2", "K" * 64])
+def test_api_key_env_accepts_variable_names(name: str) -> None:
+    assert RewardArguments(judge_api_key_env=name).judge_api_key_env == name
 
 
 def test_check_reward_weights() -> None:
@@ -326,6 +361,59 @@ def test_reward_model_loads_once(tiny_rm_dir: Path) -> None:
     assert first[0] is second[0]
     assert not any(p.requires_grad for p in first[0].parameters())
     assert build_reward_funcs(_rm_args(tiny_rm_dir))[0](prompts=[], completions=[]) == []
+
+
+def _rm_with_head(source: Path, path: Path, value: float) -> Path:
+    """A copy of the tiny reward model whose score head reads only hidden unit 0, with weight `value`."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32)
+    with torch.no_grad():
+        model.score.weight.zero_()
+        model.score.weight[0, 0] = value
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("head", ["nan", "inf"])
+def test_reward_model_nonfinite_scores_are_sanitised(
+    tiny_rm_dir: Path, tmp_path: Path, head: str, caplog
+) -> None:
+    import logging
+
+    from transformers import AutoTokenizer
+
+    path = _rm_with_head(tiny_rm_dir, tmp_path / f"rm-{head}", float(head))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    texts = [
+        tokenizer.apply_chat_template(p + c, tokenize=False)
+        for p, c in zip(PROMPTS, COMPLETIONS, strict=True)
+    ]
+    raw = _reference_scores(path, texts)
+    assert not any(math.isfinite(x) for x in raw)  # the model itself really scores NaN / +-inf
+
+    reward = build_reward_funcs(_rm_args(path))[0]  # default clip: 50
+    with caplog.at_level(logging.WARNING, logger="rewards.reward_model"):
+        scores = reward(prompts=PROMPTS, completions=COMPLETIONS)
+    expected = [0.0 if math.isnan(x) else math.copysign(50.0, x) for x in raw]
+    assert scores == expected and all(math.isfinite(s) for s in scores)
+    assert reward.stats["nonfinite_scores"] == 4 and "NaN/inf" in caplog.text
+    unclipped = build_reward_funcs(_rm_args(path, reward_model_clip=None))[0]
+    assert unclipped(prompts=PROMPTS, completions=COMPLETIONS) == [0.0] * 4  # no bound to saturate at
+
+
+def test_reward_model_clip_bounds_finite_scores(tiny_rm_dir: Path) -> None:
+    raw = build_reward_funcs(_rm_args(tiny_rm_dir, reward_model_clip=None))[0](
+        prompts=PROMPTS, completions=COMPLETIONS
+    )
+    clip = min(abs(x) for x in raw) * 0.9  # below every score: all come out at +-clip
+    clipped = build_reward_funcs(_rm_args(tiny_rm_dir, reward_model_clip=clip))[0](
+        prompts=PROMPTS, completions=COMPLETIONS
+    )
+    assert clipped == pytest.approx([math.copysign(clip, x) for x in raw])
+    assert build_reward_funcs(_rm_args(tiny_rm_dir))[0](prompts=PROMPTS, completions=COMPLETIONS) == raw
 
 
 def test_reward_model_bad_folders(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -94,9 +94,12 @@ def test_rloo_countdown_trains_with_kl_reference(tiny_model_dir: Path, tmp_path:
     )
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["recipe"] == "rloo"
-    assert summary["args"]["training"]["beta"] == 0.05  # the YAML's KL penalty: a frozen reference was used
+    assert summary["args"]["training"]["beta"] == 0.05  # the YAML's KL penalty...
+    assert (
+        summary["kl_reference"] == "frozen copy of the start model"
+    )  # ...and the trainer built its reference
     rows = [json.loads(line) for line in (out / "reward_curve.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1] and "kl" in rows[0]
+    assert [r["step"] for r in rows] == [1] and "kl" in rows[0]  # TRL logs kl only when it computes it
 
 
 def test_rloo_lora_saves_adapter(tiny_model_dir: Path, tmp_path: Path):
@@ -113,14 +116,46 @@ def test_rloo_lora_saves_adapter(tiny_model_dir: Path, tmp_path: Path):
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
 
 
-def test_grpo_ultrafeedback_with_a_reward_model(tiny_model_dir: Path, tmp_path: Path):
+def test_grpo_lora_countdown(tiny_model_dir: Path, tmp_path: Path):
+    out = tmp_path / "grpo-lora"
+    args = rl_args(
+        tiny_model_dir, out, "recipes/grpo/countdown_lora.yaml", max_steps=1, lora_r=4, lora_alpha=8
+    )
+    run([sys.executable, str(GRPO), *args])
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["recipe"] == "grpo" and summary["args"]["model"]["use_peft"] is True
+    assert summary["kl_reference"] is None  # beta 0: no reference at all
+    (row,) = [json.loads(line) for line in (out / "reward_curve.jsonl").read_text().splitlines()]
+    assert row["reward"] == pytest.approx(row["countdown_reward"] + 0.25 * row["format_reward"], abs=1e-5)
+
+
+def _tiny_reward_model(tiny_model_dir: Path, rm: Path) -> Path:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    rm = tmp_path / "rm"
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=1)
     model.config.pad_token_id = model.config.eos_token_id
     model.save_pretrained(rm)
     AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(rm)
+    return rm
+
+
+def test_rloo_ultrafeedback_with_a_reward_model(tiny_model_dir: Path, tmp_path: Path):
+    rm = _tiny_reward_model(tiny_model_dir, tmp_path / "rm")
+    out = tmp_path / "rloo-uf"
+    args = rl_args(
+        tiny_model_dir, out, "recipes/rloo/ultrafeedback.yaml", max_steps=1, dataset_max_train_rows=8
+    )
+    run([sys.executable, str(RLOO), *args, "--dataset_name", "fixture", "--reward_model_path", str(rm)])
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["recipe"] == "rloo" and summary["task"] == "ultrafeedback"
+    assert summary["kl_reference"] == "frozen copy of the start model"
+    (row,) = [json.loads(line) for line in (out / "reward_curve.jsonl").read_text().splitlines()]
+    assert row["reward"] == pytest.approx(row["reward_model_reward"]) and "kl" in row
+
+
+def test_grpo_ultrafeedback_with_a_reward_model(tiny_model_dir: Path, tmp_path: Path):
+    rm = _tiny_reward_model(tiny_model_dir, tmp_path / "rm")
     out = tmp_path / "grpo-uf"
     args = rl_args(
         tiny_model_dir, out, "recipes/grpo/ultrafeedback.yaml", max_steps=1, dataset_max_train_rows=8
@@ -350,6 +385,151 @@ def test_precheck_completion_longer_than_context(tiny_model_dir: Path, tmp_path:
         _run_until_trainer(recipe, parsed)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_precheck_countdown_rewards_on_ultrafeedback(tiny_model_dir: Path, tmp_path: Path):
+    from posttrain.rl import RLConfigError
+
+    recipe, parsed = parse(
+        "grpo",
+        *("--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path)),
+        *("--dataset_name", "fixture", "--reward_funcs", "countdown", "--reward_weights", "1.0"),
+        config="ultrafeedback.yaml",
+    )
+    with pytest.raises(RLConfigError, match=r"\['countdown'\], which score Countdown answers.*UltraFeedback"):
+        _run_until_trainer(recipe, parsed)
+
+
+def test_precheck_unreachable_judge(tiny_model_dir: Path, tmp_path: Path):
+    from posttrain.rl import RLConfigError
+
+    port = _free_port()
+    recipe, parsed = parse(
+        "grpo",
+        *("--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path)),
+        *("--reward_funcs", "llm_judge", "--reward_weights", "1.0", "--judge_model", "judge-m"),
+        *("--judge_base_url", f"http://127.0.0.1:{port}/v1"),
+    )
+    with pytest.raises(RLConfigError) as err:
+        _run_until_trainer(recipe, parsed)
+    message = str(err.value)
+    assert f"nothing answers at http://127.0.0.1:{port}/v1/models" in message
+    assert "vllm serve judge-m" in message and "judge_neutral_score" in message
+
+
+@pytest.fixture
+def models_server():
+    """An HTTP server on 127.0.0.1 whose GET /v1/models answers with the status in `server.status`."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            self.server.paths.append(self.path)
+            self.server.auth.append(self.headers.get("Authorization"))
+            body = b'{"object": "list", "data": []}'
+            self.send_response(self.server.status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    srv.status, srv.paths, srv.auth = 200, [], []
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("status", [200, 401, 403, 404])
+def test_judge_precheck_accepts_any_answer(models_server, status: int, monkeypatch, caplog):
+    import logging
+
+    from posttrain.rl import judge_problems
+    from rewards.config import RewardArguments
+
+    monkeypatch.setenv("POSTTRAIN_TEST_JUDGE_KEY", "sk-test-never-sent-by-the-precheck")
+    models_server.status = status
+    args = RewardArguments(
+        reward_funcs=["llm_judge"],
+        judge_base_url=f"http://127.0.0.1:{models_server.server_address[1]}/v1/",
+        judge_model="m",
+        judge_api_key_env="POSTTRAIN_TEST_JUDGE_KEY",
+    )
+    with caplog.at_level(logging.WARNING, logger="posttrain"):
+        assert judge_problems(args, ["llm_judge"]) == []  # 401/403: it answers, it only wants the key
+    assert models_server.paths == ["/v1/models"] and models_server.auth == [None]
+    assert ("answered HTTP 404" in caplog.text) == (status == 404)
+    assert judge_problems(args, ["countdown"]) == []  # no judge selected: nothing probed
+    assert len(models_server.paths) == 1
+
+
+def test_judge_precheck_hides_url_credentials():
+    from posttrain.rl import judge_problems
+    from rewards.config import RewardArguments
+
+    port = _free_port()
+    args = RewardArguments(
+        reward_funcs=["llm_judge"], judge_base_url=f"http://user:s3cret@127.0.0.1:{port}/v1", judge_model="m"
+    )
+    (problem,) = judge_problems(args, ["llm_judge"], timeout_s=1.0)
+    assert f"http://127.0.0.1:{port}/v1/models" in problem and "s3cret" not in problem
+
+
+def test_precheck_judge_groups_split_across_processes():
+    from types import SimpleNamespace
+
+    from posttrain.rl import judge_group_problems
+
+    def config(per_device: int, steps: int, k: int = 4):
+        return SimpleNamespace(
+            per_device_train_batch_size=per_device,
+            steps_per_generation=steps,
+            gradient_accumulation_steps=1,
+            num_generations=k,
+        )
+
+    # 2 processes x 3 x 2 = 12 completions = 3 prompts x 4 globally, but each process scores 6: a split group.
+    (problem,) = judge_group_problems(config(3, 2), ["llm_judge"])
+    assert "per_device_train_batch_size (3) x steps_per_generation (2) = 6" in problem
+    assert "--per_device_train_batch_size 4" in problem
+    assert judge_group_problems(config(3, 2), ["reward_model"]) == []  # only the judge scores whole groups
+    assert judge_group_problems(config(2, 2), ["llm_judge"]) == []
+    assert judge_group_problems(config(8, 1), ["llm_judge"]) == []
+
+
+def test_precheck_think_rewards_for_a_direct_answer_model(tmp_path: Path):
+    from posttrain.rl import RLConfigError, think_format_problems
+
+    model = tmp_path / "sft-direct"
+    model.mkdir()
+    summary = {"args": {"countdown": {"prompt_template": "compact", "warmstart_think": False}}}
+    (model / "run_summary.json").write_text(json.dumps(summary))
+    (problem,) = think_format_problems(str(model), ["countdown", "format", "tag_count"])
+    assert "warmstart_think=false" in problem and "answer_format" in problem and "`format`" in problem
+    assert think_format_problems(str(model), ["countdown", "answer_format"]) == []
+    summary["args"]["countdown"]["warmstart_think"] = True
+    (model / "run_summary.json").write_text(json.dumps(summary))
+    assert think_format_problems(str(model), ["countdown", "format"]) == []
+    assert think_format_problems(str(tmp_path / "no-summary"), ["format"]) == []
+    # ... and the recipe stops on it before loading anything
+    summary["args"]["countdown"]["warmstart_think"] = False
+    (model / "run_summary.json").write_text(json.dumps(summary))
+    recipe, parsed = parse("grpo", "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "o"))
+    with pytest.raises(RLConfigError, match="answer_format"):
+        _run_until_trainer(recipe, parsed)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Reward curve
 # ----------------------------------------------------------------------------------------------------------
@@ -375,7 +555,8 @@ def test_reward_curve_from_log_history(tmp_path: Path):
         {"step": 2, "reward": 0.6, "reward_std": 0.2, "countdown_reward": 0.5, "kl": 0.01},
     ]
     assert (tmp_path / "reward_curve.png").stat().st_size > 1000
-    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files behind
+    # Atomic writes leave no temporary files behind (their names: .reward_curve.png.XXXX.png, .….jsonl.XXXX.tmp).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reward_curve.jsonl", "reward_curve.png"]
     assert curve_summary(rows, window=1)["first"] == 0.2 and curve_summary(rows, window=1)["last"] == 0.6
     # Other ranks never write.
     callback2 = RewardCurveCallback(tmp_path / "rank1")
@@ -481,7 +662,82 @@ def test_resume_skips_a_checkpoint_cut_off_while_saving(tmp_path: Path):
     assert last_checkpoint(args) == str(tmp_path / "checkpoint-2")
 
 
-@pytest.mark.slow  # ~80 s: two DeepSpeed processes start, each loads the model
+def _resume_args(out: Path, **kw):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        **{"resume_from_checkpoint": None, "output_dir": str(out), "max_steps": 4, "should_save": True, **kw}
+    )
+
+
+def _checkpoint(out: Path, step: int) -> Path:
+    folder = out / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    return folder
+
+
+def test_resume_refuses_a_run_with_other_settings(tmp_path: Path):
+    from posttrain.runtime import RUN_IDENTITY_FILE, resume_checkpoint
+
+    identity = {"reward_funcs": "['countdown', 'format']", "num_generations": 4, "countdown_data_seed": 4321}
+    # A fresh run records its identity ...
+    assert resume_checkpoint(_resume_args(tmp_path), identity) is None
+    assert json.loads((tmp_path / RUN_IDENTITY_FILE).read_text()) == identity
+    # ... resumes when relaunched with the same one ...
+    _checkpoint(tmp_path, 2)
+    assert resume_checkpoint(_resume_args(tmp_path), identity) == str(tmp_path / "checkpoint-2")
+    # ... and refuses to mix in other data, rewards or batch shapes.
+    other = {**identity, "reward_funcs": "['countdown', 'answer_format']", "num_generations": 8}
+    with pytest.raises(SystemExit) as err:
+        resume_checkpoint(_resume_args(tmp_path), other)
+    message = str(err.value)
+    assert "checkpoint-2 of a run with other settings" in message and "another --output_dir" in message
+    assert "num_generations: checkpoints 4, this launch 8" in message and "answer_format" in message
+    assert json.loads((tmp_path / RUN_IDENTITY_FILE).read_text()) == identity  # the record is kept
+
+
+def test_resume_explicit_checkpoint_must_exist(tmp_path: Path, caplog):
+    import logging
+
+    from posttrain.runtime import resume_checkpoint
+
+    missing = str(tmp_path / "checkpoint-9")
+    with pytest.raises(SystemExit, match=r"resume_from_checkpoint=.*checkpoint-9' does not exist"):
+        resume_checkpoint(_resume_args(tmp_path, resume_from_checkpoint=missing), {})
+    (tmp_path / "checkpoint-9").mkdir()  # cut off while saving
+    with pytest.raises(SystemExit, match="has no complete trainer_state.json"):
+        resume_checkpoint(_resume_args(tmp_path, resume_from_checkpoint=missing), {})
+    # A run already at max_steps resumes to nothing: said plainly rather than silently.
+    done = _checkpoint(tmp_path / "done", 4)
+    with caplog.at_level(logging.WARNING, logger="posttrain"):
+        assert resume_checkpoint(_resume_args(tmp_path / "done"), {}) == str(done)
+    assert "nothing is left to train" in caplog.text
+
+
+def test_truncated_trainer_state_is_not_resumed(tmp_path: Path):
+    from posttrain.runtime import last_checkpoint
+
+    _checkpoint(tmp_path, 2)
+    (_checkpoint(tmp_path, 4) / "trainer_state.json").write_text('{"global_step": 4, "log_hi')  # kill mid-write
+    assert last_checkpoint(_resume_args(tmp_path)) == str(tmp_path / "checkpoint-2")
+
+
+def test_benchmark_bf16_follows_the_recipes():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import rl_step_time
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from posttrain.runtime import bf16_default
+
+    assert rl_step_time.resolve_bf16("auto") is bf16_default()
+    assert rl_step_time.resolve_bf16("true") is True and rl_step_time.resolve_bf16("false") is False
+    assert rl_step_time.precision_label("auto", True) == "bf16 autocast (auto)"
+    assert rl_step_time.precision_label("false", False) == "float32 (forced)"
+
+
+# Two DeepSpeed processes start, each loads the model: the slowest test of the fast suite (~80 s on 2 cores).
 def test_grpo_under_deepspeed_zero2_two_cpu_processes(tiny_model_dir: Path, tmp_path: Path):
     pytest.importorskip("deepspeed")
     out = tmp_path / "zero2"
