@@ -337,7 +337,13 @@ def load_chat_sft_dataset(script_args: Any):
 
     from posttrain.chat_data import SMOLTALK_HUB_ID, load_smoltalk, resolve_source
 
-    source = resolve_source(script_args.dataset_name, SMOLTALK_HUB_ID)  # resolved once for both splits
+    # Resolved once for both splits (the loaders do not probe again), so train and test share one source; a run
+    # that asked for every row (dataset_max_train_rows: null) never falls back to the fixture.
+    source = resolve_source(
+        script_args.dataset_name,
+        SMOLTALK_HUB_ID,
+        allow_fallback=script_args.dataset_max_train_rows is not None,
+    )
     splits = {
         script_args.dataset_train_split: script_args.dataset_max_train_rows,
         script_args.dataset_test_split: script_args.dataset_max_test_rows,
@@ -365,8 +371,15 @@ class ChatSFT:
         return active_chat_template(self.tokenizer, self.template)
 
 
-def prepare_chat_sft(model_path: str, dataset: Any, training_args: Any) -> ChatSFT:
-    """Tokenizer, verified training template and conversations fitted into `max_length`, for SFTTrainer."""
+def prepare_chat_sft(
+    model_path: str, dataset: Any, training_args: Any, *, revision: str | None = None
+) -> ChatSFT:
+    """Tokenizer, verified training template and conversations fitted into `max_length`, for SFTTrainer.
+
+    `revision` is the model's hub revision (`model_args.model_revision`); by default the one the trainer loads
+    the model with (`training_args.model_init_kwargs["revision"]`, set by `prepare_model_args`), so the
+    tokenizer and the weights come from the same commit.
+    """
     from posttrain.models import load_tokenizer
 
     if not training_args.assistant_only_loss:
@@ -384,7 +397,9 @@ def prepare_chat_sft(model_path: str, dataset: Any, training_args: Any) -> ChatS
             f"truncation_mode={training_args.truncation_mode!r} is not supported with chat data: conversations "
             "are cut after their last assistant turn that fits. Use truncation_mode: keep_start."
         )
-    tokenizer = load_tokenizer(model_path)
+    if revision is None:
+        revision = (getattr(training_args, "model_init_kwargs", None) or {}).get("revision")
+    tokenizer = load_tokenizer(model_path, revision=revision)
     template = training_chat_template(tokenizer)
     fitted, info = {}, {"fit": {}}
     for split, ds in dataset.items():

@@ -11,12 +11,16 @@ On-policy Countdown pairs (`python -m posttrain.preferences`):
 
 sample ``k >= 2`` completions per *training* prompt (never a held-out task) at ``temperature > 0``, score them
 with the Countdown reward (0 no answer, 0.1 wrong, 1 correct), pair the first best with the first worst, and drop
-prompts whose samples all score the same (ties carry no preference). The pairs are split into ``train`` and
-``test`` (held-out *pairs* for reward accuracy; still training-side puzzles) and saved with
-``DatasetDict.save_to_disk`` into a temporary folder that is renamed into place, so a crash never leaves a folder
-that loads. ``provenance.json`` in that folder records the model (and a fingerprint of its files), the sampling
-parameters, seed, k, the task settings and the counts (prompts, pairs, dropped ties). Running the same command
-again finds a folder with the same request and reuses it without sampling (``--force`` resamples).
+prompts whose samples all score the same (ties carry no preference). A sample that ran into ``max_new_tokens``
+without stopping (found by re-tokenising its text) is never the chosen side: DPO would teach the model to stop
+mid-text. It may still be the rejected side; a prompt whose only better samples were cut off is dropped. The
+pairs are split into ``train`` and ``test`` (held-out *pairs* for reward accuracy; still training-side puzzles)
+and saved with ``DatasetDict.save_to_disk`` into a temporary folder that is renamed into place, so a crash never
+leaves a folder that loads. ``provenance.json`` in that folder records the model (and a fingerprint of its
+files), the sampling backend (hf or vllm) and library versions, the sampling parameters, seed, k, the task
+settings and the counts (prompts, pairs, dropped ties, truncated samples, pairs dropped for truncation). Running
+the same command again finds a folder with the same request and reuses it without sampling (``--force``
+resamples); another backend or library version is another request.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ logger = logging.getLogger("posttrain")
 
 PROVENANCE_FILE = "provenance.json"
 # Bump when the pairing rule or the saved columns change, so old folders are not reused silently.
-PAIRS_FORMAT_VERSION = 1
+# 2: truncated samples are never chosen; `rejected_truncated` column; backend and versions in the request.
+PAIRS_FORMAT_VERSION = 2
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
 Sampler = Callable[..., list[list[str]]]
@@ -143,7 +148,8 @@ def load_preference_dataset(script_args: Any) -> tuple[dict, dict]:
     """({"train": Dataset, "test": Dataset?}, info) for `dataset_name`: a pairs folder, or UltraFeedback.
 
     UltraFeedback comes from the hub at the pinned revision, or from the offline fixture (`dataset_name:
-    fixture`, or as a logged fallback when the hub is unreachable); `info["data_source"]` says which.
+    fixture`, or as a logged fallback when the hub is unreachable and the run has a row limit; a run over every
+    row stops instead); `info["data_source"]` says which. The source is resolved once, for both splits.
     """
     from posttrain.chat_data import FIXTURE_NAME, ULTRAFEEDBACK_HUB_ID, ULTRAFEEDBACK_REVISION, resolve_source
     from posttrain.chat_data import load_ultrafeedback as _load_uf
@@ -160,7 +166,11 @@ def load_preference_dataset(script_args: Any) -> tuple[dict, dict]:
             f"`python -m posttrain.preferences --model ... --output_dir {name}`."
         )
     else:
-        source = resolve_source(name, ULTRAFEEDBACK_HUB_ID)
+        # Once for both splits, so train and test cannot come from different sources; no silent fixture for a
+        # run that asked for every row.
+        source = resolve_source(
+            name, ULTRAFEEDBACK_HUB_ID, allow_fallback=script_args.dataset_max_train_rows is not None
+        )
         data = {}
         splits = {"train": (train_split, script_args.dataset_max_train_rows)}
         if test_split:
@@ -259,14 +269,26 @@ def format_before_after(before: dict | None, after: dict) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def select_pair(rewards: Sequence[float]) -> tuple[int, int] | None:
-    """(index of the first best, index of the first worst), or None when every reward is equal (a tie)."""
+def select_pair(rewards: Sequence[float], choosable: Sequence[bool] | None = None) -> tuple[int, int] | None:
+    """(index of the first best, index of the first worst), or None when there is no preference.
+
+    ``choosable[i] == False`` (a truncated sample) keeps sample i off the chosen side; it can still be the
+    rejected one. None when every reward is equal (a tie) or no choosable sample beats the worst.
+    """
     if len(rewards) < 2:
         raise ValueError(f"a preference pair needs at least 2 scored samples, got {len(rewards)}")
-    best, worst = max(rewards), min(rewards)
+    rewards = list(rewards)
+    if choosable is None:
+        choosable = [True] * len(rewards)
+    if len(choosable) != len(rewards):
+        raise ValueError(f"{len(choosable)} choosable flags for {len(rewards)} rewards")
+    candidates = [i for i, ok in enumerate(choosable) if ok]
+    if not candidates:
+        return None
+    best, worst = max(rewards[i] for i in candidates), min(rewards)
     if best == worst:
         return None
-    return list(rewards).index(best), list(rewards).index(worst)
+    return next(i for i in candidates if rewards[i] == best), rewards.index(worst)
 
 
 def _as_completion(text: str, conversational: bool) -> Any:
@@ -278,18 +300,30 @@ def pairs_from_samples(
     samples: Sequence[Sequence[str]],
     rewards: Sequence[Sequence[float]],
     extra: Sequence[dict] | None = None,
-) -> tuple[list[dict], int]:
-    """Preference rows (one per prompt without a tie) and the number of prompts dropped as ties."""
+    truncated: Sequence[Sequence[bool]] | None = None,
+) -> tuple[list[dict], dict[str, int]]:
+    """Preference rows (one per prompt with a usable pair) and the drop counts.
+
+    ``truncated[i][j]`` marks sample j of prompt i as cut off at max_new_tokens: never chosen. Drop counts:
+    ``dropped_ties`` (every sample scored the same) and ``pairs_dropped_truncated`` (a preference existed, but
+    every sample better than the worst was truncated).
+    """
     from eval.sampling import is_conversational_prompts
 
     conversational = is_conversational_prompts(prompts)
-    rows, ties = [], 0
+    rows, ties, dropped_truncated = [], 0, 0
     for i, (prompt, texts, scores) in enumerate(zip(prompts, samples, rewards, strict=True)):
         if len(texts) != len(scores):
             raise ValueError(f"prompt {i}: {len(texts)} samples but {len(scores)} rewards")
-        pair = select_pair(scores)
-        if pair is None:
+        cut = list(truncated[i]) if truncated is not None else [False] * len(texts)
+        if len(cut) != len(texts):
+            raise ValueError(f"prompt {i}: {len(texts)} samples but {len(cut)} truncation flags")
+        if select_pair(scores) is None:
             ties += 1
+            continue
+        pair = select_pair(scores, [not c for c in cut])
+        if pair is None:
+            dropped_truncated += 1
             continue
         best, worst = pair
         row = {
@@ -299,10 +333,34 @@ def pairs_from_samples(
             "chosen_reward": float(scores[best]),
             "rejected_reward": float(scores[worst]),
         }
+        if truncated is not None:
+            row["rejected_truncated"] = bool(cut[worst])
         if extra is not None:
             row.update(extra[i])
         rows.append(row)
-    return rows, ties
+    return rows, {"dropped_ties": ties, "pairs_dropped_truncated": dropped_truncated}
+
+
+def truncated_flags(
+    texts: Sequence[str], max_new_tokens: int, count_tokens: Callable[[str], int]
+) -> list[bool]:
+    """True for each sample that ran into ``max_new_tokens`` instead of stopping at an end-of-sequence token.
+
+    The samplers return text only, so each completion is re-tokenised. A sample that stopped by itself used at
+    most ``max_new_tokens - 1`` tokens before its end token (which counts towards the limit); one that reaches
+    ``max_new_tokens - 1`` tokens is counted as cut off. That is conservative: a decode/encode round trip can
+    differ by a token, and a complete sample that ends exactly there only loses its place on the chosen side.
+    """
+    limit = max(1, max_new_tokens - 1)
+    return [count_tokens(text) >= limit for text in texts]
+
+
+def token_counter(model: str, revision: str | None = None) -> Callable[[str], int]:
+    """Tokens in a completion's text, with the model's tokenizer (no special tokens added)."""
+    from posttrain.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model, revision=revision)
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def countdown_pairs(
@@ -314,10 +372,12 @@ def countdown_pairs(
     sampler: Sampler | None = None,
     backend: str = "auto",
     revision: str | None = None,
+    count_tokens: Callable[[str], int] | None = None,
 ) -> tuple[list[dict], dict]:
     """Sample ``params.n`` completions per task, score them with the Countdown reward, pair best vs worst.
 
-    Returns (rows, counts). ``sampler`` defaults to `eval.sampling.generate` (tests pass a fake one).
+    Returns (rows, counts). ``sampler`` defaults to `eval.sampling.generate` (tests pass a fake one);
+    ``count_tokens`` (for finding truncated samples) defaults to the model's tokenizer.
     """
     from posttrain.countdown import make_prompt
     from rewards.countdown import countdown_reward
@@ -338,14 +398,19 @@ def countdown_pairs(
         countdown_reward(texts, target=[t.target] * len(texts), nums=[list(t.nums)] * len(texts))
         for t, texts in zip(tasks, samples, strict=True)
     ]
+    if count_tokens is None:
+        count_tokens = token_counter(model, revision)
+    truncated = [truncated_flags(texts, params.max_new_tokens, count_tokens) for texts in samples]
     extra = [{"target": int(t.target), "nums": [int(x) for x in t.nums]} for t in tasks]
-    rows, ties = pairs_from_samples(prompts, samples, rewards, extra)
+    rows, drops = pairs_from_samples(prompts, samples, rewards, extra, truncated)
     flat = [r for rs in rewards for r in rs]
     counts = {
         "prompts": len(prompts),
         "samples": len(flat),
         "pairs": len(rows),
-        "dropped_ties": ties,
+        "dropped_ties": drops["dropped_ties"],
+        "truncated_samples": sum(sum(flags) for flags in truncated),
+        "pairs_dropped_truncated": drops["pairs_dropped_truncated"],
         "sample_accuracy": round(sum(r == 1.0 for r in flat) / max(1, len(flat)), 4),
         "sample_mean_reward": round(sum(flat) / max(1, len(flat)), 4),
         "pairs_correct_vs_wrong": sum(r["chosen_reward"] == 1.0 for r in rows),
@@ -412,6 +477,47 @@ def model_identity(model: str, revision: str | None = None) -> dict:
     }
 
 
+# Local model folders that a make target writes: a missing one names the target that builds it.
+MAKE_TARGETS = {
+    "sft-countdown": "make sft-countdown",
+    "sft-smoltalk": "make sft-smoltalk",
+    "rm-ultrafeedback": "make rm-ultrafeedback",
+    "dpo-ultrafeedback": "make dpo-ultrafeedback",
+    "dpo-countdown": "make dpo-countdown",
+}
+
+
+def missing_model_message(model: str) -> str | None:
+    """A clear message when `model` looks like a local folder that does not exist (else None).
+
+    Local-looking: starts with runs/, ./, ../ or /, or contains a path separator and its parent folder exists.
+    A hub name such as Qwen/Qwen2.5-0.5B is not local (no folder `Qwen` here).
+    """
+    text = str(model)
+    path = Path(text)
+    looks_local = text.startswith(("runs/", "./", "../", "/")) or (os.sep in text and path.parent.is_dir())
+    if not looks_local or path.exists():
+        return None
+    parts = path.parts
+    target = MAKE_TARGETS.get(parts[-2]) if len(parts) >= 2 and parts[-1] == "model" else None
+    how = f"it is written by `{target}`: run that first, or" if target else "train it first, or"
+    return f"model folder {text} does not exist: {how} pass another --model (a folder, a hub name, or `embedded`)."
+
+
+def backend_versions(backend: str) -> dict[str, str | None]:
+    """Versions of the libraries that sample with `backend` (part of the reuse key)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ("torch", "transformers") + (("vllm",) if backend == "vllm" else ())
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     from eval.sampling import BACKENDS
     from posttrain.countdown import PROMPT_TEMPLATES
@@ -457,11 +563,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _request(args: argparse.Namespace, template: str, params: Any) -> dict:
+def _request(args: argparse.Namespace, template: str, params: Any, backend: str) -> dict:
     return {
         "format_version": PAIRS_FORMAT_VERSION,
         **model_identity(args.model, args.revision),
         "template": template,
+        "backend": backend,
+        "versions": backend_versions(backend),
         "sampling": params.to_dict(),
         "k": params.n,
         "seed": params.seed,
@@ -474,17 +582,23 @@ def _request(args: argparse.Namespace, template: str, params: Any) -> dict:
             "data_seed": args.data_seed,
         },
         "test_share": args.test_share,
-        "pairing": "first best vs first worst of k samples by countdown_reward; all-equal prompts dropped",
+        "pairing": (
+            "first best vs first worst of k samples by countdown_reward; all-equal prompts dropped; samples "
+            "truncated at max_new_tokens never chosen"
+        ),
     }
 
 
 def main(argv: Sequence[str] | None = None, *, sampler: Sampler | None = None) -> dict:
     """Build (or reuse) a pairs folder; returns its provenance."""
     from eval.countdown import trained_template
-    from eval.sampling import SamplingParams
+    from eval.sampling import SamplingParams, resolve_backend
     from posttrain.data import train_tasks
 
     args = build_parser().parse_args(argv)
+    missing = missing_model_message(args.model)
+    if missing is not None:  # before anything is built or loaded
+        raise SystemExit(f"error: {missing}")
     template = args.template or trained_template(args.model) or "chat"
     try:
         if args.n_prompts < 1 or args.task_offset < 0:
@@ -508,10 +622,11 @@ def main(argv: Sequence[str] | None = None, *, sampler: Sampler | None = None) -
             seed=args.seed,
             batch_size=args.batch_size,
         )
+        backend = resolve_backend(args.backend, args.model)  # hf or vllm: recorded, and what samples
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
 
-    request = _request(args, template, params)
+    request = _request(args, template, params, backend)
     existing = read_provenance(args.output_dir)
     if (
         not args.force
@@ -536,14 +651,25 @@ def main(argv: Sequence[str] | None = None, *, sampler: Sampler | None = None) -
         template=template,
         params=params,
         sampler=sampler,
-        backend=args.backend,
+        backend=backend,
         revision=args.revision,
     )
+    if counts["truncated_samples"]:
+        logger.warning(
+            "%d of %d samples ran into --max_new_tokens %d without stopping: they are never the chosen side "
+            "(%d prompt(s) dropped for that). Raise --max_new_tokens if this is a large share.",
+            counts["truncated_samples"],
+            counts["samples"],
+            args.max_new_tokens,
+            counts["pairs_dropped_truncated"],
+        )
     if len(rows) < 2:
         raise SystemExit(
             f"error: only {len(rows)} pair(s) from {counts['prompts']} prompts ({counts['dropped_ties']} ties: all "
-            f"{args.k} samples scored the same). Raise --k, --temperature or --n_prompts, or start from a model "
-            f"that answers in the <answer> format (e.g. after `make sft-countdown`)."
+            f"{args.k} samples scored the same; {counts['pairs_dropped_truncated']} dropped because every better "
+            f"sample was cut off at --max_new_tokens {args.max_new_tokens}). Raise --k, --temperature, "
+            f"--n_prompts or --max_new_tokens, or start from a model that answers in the <answer> format (e.g. "
+            f"after `make sft-countdown`)."
         )
     train, test = split_pairs(rows, args.test_share, args.seed)
     counts.update({"train_pairs": len(train), "test_pairs": len(test)})

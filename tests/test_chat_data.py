@@ -60,6 +60,7 @@ def test_fixture_is_deterministic_and_train_test_disjoint():
 
 
 def test_fixture_answers_are_right():
+    checked = 0
     for row in ultrafeedback_fixture_rows("test_prefs"):
         prompt, chosen = row["prompt"], row["chosen"][-1]["content"]
         if prompt.startswith("What is ") and prompt[8].isdigit():
@@ -67,6 +68,8 @@ def test_fixture_answers_are_right():
             value = {"+": int(a) + int(b), "-": int(a) - int(b), "×": int(a) * int(b)}[op]
             assert chosen.endswith(f"= {value}.")
             assert row["rejected"][-1]["content"] != chosen
+            checked += 1
+    assert checked >= 5, f"only {checked} arithmetic rows were checked"
 
 
 def test_prompts_are_unique_and_limited():
@@ -131,3 +134,92 @@ def test_hub_is_used_when_reachable(monkeypatch):
     )
     load_ultrafeedback(chat_data.ULTRAFEEDBACK_HUB_ID, "test_prefs")
     assert calls == [(chat_data.ULTRAFEEDBACK_HUB_ID, chat_data.ULTRAFEEDBACK_REVISION)]
+
+
+def test_full_run_refuses_the_fixture_fallback(monkeypatch, caplog):
+    monkeypatch.setattr(chat_data, "hub_reachable", lambda timeout_s=3.0: False)
+    hub = chat_data.ULTRAFEEDBACK_HUB_ID
+    with pytest.raises(chat_data.HubUnreachableError, match="--dataset_name fixture"):
+        chat_data.resolve_source(hub, hub, allow_fallback=False)
+    with pytest.raises(chat_data.HubUnreachableError, match="no row limit"):
+        load_ultrafeedback(None, "test_prefs")  # every row asked for
+    # A small run (a row limit) keeps the logged fallback.
+    with caplog.at_level("WARNING", logger="posttrain"):
+        assert chat_data.resolve_source(hub, hub, allow_fallback=True) == FIXTURE_NAME
+    assert "offline fixture" in caplog.text
+    assert chat_data.resolve_source(FIXTURE_NAME, hub, allow_fallback=False) == FIXTURE_NAME
+
+
+def test_an_explicit_hub_name_is_not_probed_again(monkeypatch):
+    """Loaders take the source resolved once per run: the hub id loads from the hub, whatever a probe says."""
+    calls = []
+    monkeypatch.setattr(chat_data, "hub_reachable", lambda timeout_s=3.0: calls.append("probe") or False)
+    monkeypatch.setattr(
+        chat_data,
+        "_load_hub",
+        lambda hub_id, split, revision, max_rows: calls.append((hub_id, split)) or [],
+    )
+    load_smoltalk(chat_data.SMOLTALK_HUB_ID, "train", max_rows=4)
+    load_smoltalk(chat_data.SMOLTALK_HUB_ID, "test", max_rows=4)
+    assert calls == [(chat_data.SMOLTALK_HUB_ID, "train"), (chat_data.SMOLTALK_HUB_ID, "test")]
+
+
+def test_hub_probe_skips_the_network_in_offline_mode(monkeypatch):
+    import huggingface_hub.utils
+
+    def no_session():
+        raise AssertionError("offline mode must not probe")
+
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", no_session)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert chat_data.hub_reachable() is False
+
+
+def test_hub_probe_goes_through_the_proxy(monkeypatch):
+    """HTTP(S)_PROXY is honoured: the endpoint cannot be resolved, only the proxy answers."""
+    import http.server
+    import threading
+
+    import huggingface_hub.utils
+    from huggingface_hub import constants
+
+    seen = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 - http.server's naming
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for var in (
+            "HF_HUB_OFFLINE",
+            "HF_DATASETS_OFFLINE",
+            "NO_PROXY",
+            "no_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_ENDPOINT", "http://hub.invalid")
+        huggingface_hub.utils.close_session()  # the shared session reads proxy settings when it is created
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{server.server_address[1]}")
+        assert chat_data.hub_reachable(timeout_s=5.0) is True
+        assert seen and seen[0].startswith("http://hub.invalid/")
+        huggingface_hub.utils.close_session()
+        monkeypatch.delenv("HTTP_PROXY")
+        monkeypatch.delenv("http_proxy")
+        assert chat_data.hub_reachable(timeout_s=5.0) is False  # no proxy: hub.invalid does not resolve
+    finally:
+        huggingface_hub.utils.close_session()
+        server.shutdown()
+        server.server_close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -307,3 +308,67 @@ def test_recipe_trains_two_steps_on_the_fixture(tiny_model_dir: Path, tmp_path: 
     # The saved tokenizer has the model's own template (no training markers) and stops at <|im_end|>.
     assert (out / "chat_template.jinja").read_text() == (tiny_model_dir / "chat_template.jinja").read_text()
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] in (2, [2])
+
+
+def test_chat_data_source_is_resolved_once_and_a_full_run_never_falls_back(monkeypatch):
+    from posttrain import chat_data
+    from posttrain.chat_sft import data_source, load_chat_sft_dataset
+
+    probes = []
+    monkeypatch.setattr(chat_data, "hub_reachable", lambda timeout_s=3.0: probes.append(1) or False)
+    hub = _script_args(dataset_name=chat_data.SMOLTALK_HUB_ID)
+    data = load_chat_sft_dataset(hub)  # row limits set: the logged fallback, for both splits at once
+    assert len(probes) == 1
+    assert {split: data_source(ds) for split, ds in data.items()} == {"train": "fixture", "test": "fixture"}
+    with pytest.raises(chat_data.HubUnreachableError, match="--dataset_name fixture"):
+        load_chat_sft_dataset(
+            _script_args(dataset_name=chat_data.SMOLTALK_HUB_ID, dataset_max_train_rows=None)
+        )
+
+    # The hub answers the first probe and not a later one: both splits still come from the hub.
+    from datasets import Dataset
+
+    answers = iter([True, False, False])
+    monkeypatch.setattr(chat_data, "hub_reachable", lambda timeout_s=3.0: next(answers))
+    loaded = []
+
+    def fake_hub(hub_id, split, revision, max_rows):
+        loaded.append(split)
+        rows = chat_data.smoltalk_fixture_rows(split)[:max_rows]
+        return Dataset.from_list([dict(r, source="smol-magpie-ultra") for r in rows])
+
+    monkeypatch.setattr(chat_data, "_load_hub", fake_hub)
+    data = load_chat_sft_dataset(hub)
+    assert loaded == ["train", "test"]
+    assert {split: data_source(ds) for split, ds in data.items()} == {
+        "train": chat_data.SMOLTALK_HUB_ID,
+        "test": chat_data.SMOLTALK_HUB_ID,
+    }
+
+
+def test_chat_sft_tokenizer_gets_the_model_revision(tiny_model_dir: Path, monkeypatch):
+    from datasets import Dataset, DatasetDict
+
+    import posttrain.models
+
+    revisions = []
+    original = posttrain.models.load_tokenizer
+
+    def recording(name, revision=None, **kwargs):
+        revisions.append(revision)
+        return original(name, **kwargs)
+
+    monkeypatch.setattr(posttrain.models, "load_tokenizer", recording)
+    args = SimpleNamespace(
+        assistant_only_loss=True,
+        chat_template_path=None,
+        max_length=None,
+        truncation_mode="keep_start",
+        dataset_num_proc=None,
+        model_init_kwargs={"revision": "abc123"},  # what prepare_model_args sets from model_revision
+        main_process_first=lambda desc=None: contextlib.nullcontext(),
+    )
+    data = DatasetDict(train=Dataset.from_list([{"messages": MULTI_TURN}]))
+    prepare_chat_sft(str(tiny_model_dir), data, args)
+    prepare_chat_sft(str(tiny_model_dir), data, args, revision="def456")
+    assert revisions == ["abc123", "def456"]

@@ -18,10 +18,13 @@ def _recipe(algo: str):
     return module
 
 
-def _run(algo: str, config: str, model: Path, out: Path, *extra: str):
+def _run(algo: str, config: str, model: Path, out: Path, *extra: str, patch=None):
+    """Run a recipe for 1 step; `patch(module)` may replace names in the recipe module first."""
     from posttrain.runtime import parse_recipe_args
 
     module = _recipe(algo)
+    if patch is not None:
+        patch(module)
     argv = [
         "--config", str(REPO / config),
         "--model_name_or_path", str(model),
@@ -44,9 +47,12 @@ FIXTURE_ROWS = ("--dataset_name", "fixture", "--dataset_max_train_rows", "8", "-
 
 def test_dpo_reports_heldout_pairs_before_and_after(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "dpo"
+    # float32 throughout: under bf16 autocast (the default on a CPU with bf16 instructions) the policy and its
+    # frozen copy differ by rounding noise (~1e-4 in the rewards), so "exactly 0 before training" needs fp32.
     trainer = _run(
-        "dpo", "recipes/dpo/ultrafeedback.yaml", tiny_model_dir, out, *FIXTURE_ROWS, "--learning_rate", "1e-2"
-    )
+        "dpo", "recipes/dpo/ultrafeedback.yaml", tiny_model_dir, out, *FIXTURE_ROWS, "--learning_rate", "1e-2",
+        "--bf16", "false",
+    )  # fmt: skip
     assert trainer.state.global_step == 1
     assert trainer.ref_model is not None  # full fine-tune: a frozen copy of the start is the reference
     summary = json.loads((out / "run_summary.json").read_text())
@@ -63,17 +69,33 @@ def test_dpo_reports_heldout_pairs_before_and_after(tiny_model_dir, tmp_path, ca
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
 
 
-def test_ipo_loss_type_is_accepted(tiny_model_dir, tmp_path):
+def _recording_tokenizer_loader(monkeypatch, revisions: list):
+    from posttrain.models import load_tokenizer
+
+    def recording(name, revision=None, **kwargs):
+        revisions.append(revision)
+        return load_tokenizer(name, **kwargs)  # the local test model has no hub revisions
+
+    return lambda module: monkeypatch.setattr(module, "load_tokenizer", recording)
+
+
+def test_ipo_loss_type_is_accepted(tiny_model_dir, tmp_path, monkeypatch):
     out = tmp_path / "ipo"
+    revisions: list = []
     trainer = _run(
         "dpo", "recipes/dpo/ultrafeedback.yaml", tiny_model_dir, out, *FIXTURE_ROWS,
-        "--loss_type", "ipo", "--preference_eval_before", "false",
+        "--loss_type", "ipo", "--preference_eval_before", "false", "--model_revision", "abc123",
+        patch=_recording_tokenizer_loader(monkeypatch, revisions),
     )  # fmt: skip
     assert trainer.loss_types == ["ipo"]
+    assert revisions == ["abc123"]  # the tokenizer comes from the model's revision
     summary = json.loads((out / "run_summary.json").read_text())
-    assert summary["loss_type"] == ["ipo"]
+    assert summary["loss_type"] == ["ipo"] and summary["beta"] == 0.1
     assert summary["heldout_pairs"]["before"] is None
-    assert summary["train_metrics"]["train_loss"] > 0  # IPO's squared loss is positive at the start
+    # At the first step the policy is the reference, so every log-ratio gap is 0 and IPO's loss is
+    # (0 - 1/(2 beta))^2 = 25 for beta = 0.1; the sigmoid loss would be log 2.
+    first = next(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
+    assert first == pytest.approx((1 / (2 * 0.1)) ** 2, rel=1e-2)  # 1e-2: bf16 autocast rounding
 
 
 def test_ipo_yaml_sets_ipo():
@@ -171,15 +193,37 @@ def test_reward_model_recipe_saves_a_servable_model(tiny_model_dir, tmp_path, ca
     assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
 
 
-def test_lora_reward_model_is_saved_merged(tiny_model_dir, tmp_path):
+def test_lora_reward_model_trains_its_score_head_and_is_saved_merged(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
     from transformers import AutoModelForSequenceClassification
 
+    start: dict = {}
+    revisions: list = []
+    record_tokenizer = _recording_tokenizer_loader(monkeypatch, revisions)
+
+    def patch(module):
+        record_tokenizer(module)
+
+        class SnapshotTrainer(module.RewardTrainer):
+            def train(self, *args, **kwargs):
+                start["score"] = self.model.get_submodule("base_model.model.score").weight.detach().clone()
+                return super().train(*args, **kwargs)
+
+        monkeypatch.setattr(module, "RewardTrainer", SnapshotTrainer)
+
     out = tmp_path / "rm-lora"
-    _run(
+    # No --lora_task_type: the recipe must make it SEQ_CLS itself, or the fresh score head stays random.
+    trainer = _run(
         "reward", "recipes/reward/ultrafeedback.yaml", tiny_model_dir, out, *FIXTURE_ROWS,
-        "--use_peft", "true", "--lora_task_type", "SEQ_CLS", "--lora_target_modules", "q_proj", "v_proj",
-        "--preference_eval_before", "false",
+        "--use_peft", "true", "--lora_target_modules", "q_proj", "v_proj", "--preference_eval_before", "false",
+        "--learning_rate", "1e-2", "--model_revision", "abc123", patch=patch,
     )  # fmt: skip
+    assert revisions == ["abc123"]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["args"]["model"]["lora_task_type"] == "SEQ_CLS"
+    trained = trainer.model.score.weight.detach()  # merged after training
+    assert not torch.equal(trained, start["score"]), "the LoRA step left the score head unchanged"
     assert not (out / "adapter_config.json").exists()  # a plain folder the reward server can load
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+    assert torch.equal(model.score.weight, trained)  # the trained head is what was saved

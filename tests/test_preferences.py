@@ -9,12 +9,14 @@ import pytest
 
 from posttrain.preferences import (
     PROVENANCE_FILE,
+    countdown_pairs,
     load_pairs_folder,
     main,
     pairs_from_samples,
     save_pairs,
     select_pair,
     split_pairs,
+    truncated_flags,
     ultrafeedback_to_preference,
 )
 
@@ -102,16 +104,34 @@ def test_select_pair_best_vs_worst_and_ties():
     assert select_pair([0.0, 0.1]) == (1, 0)
     with pytest.raises(ValueError, match="at least 2"):
         select_pair([1.0])
+    # A truncated sample is never chosen, but may be rejected.
+    assert select_pair([1.0, 0.1, 1.0, 0.0], [False, True, True, True]) == (2, 3)
+    assert select_pair([0.1, 1.0, 0.0], [True, False, True]) == (0, 2)
+    assert select_pair([1.0, 0.1, 0.1], [False, True, True]) is None  # only the cut-off sample was better
+    assert select_pair([0.0, 1.0], [True, False]) is None
 
 
 def test_pairs_from_samples_keeps_format_and_drops_ties():
     prompts = [[{"role": "user", "content": "p0"}], [{"role": "user", "content": "p1"}]]
-    rows, ties = pairs_from_samples(prompts, [["a", "b"], ["c", "d"]], [[0.0, 1.0], [0.1, 0.1]])
-    assert ties == 1 and len(rows) == 1
+    rows, drops = pairs_from_samples(prompts, [["a", "b"], ["c", "d"]], [[0.0, 1.0], [0.1, 0.1]])
+    assert drops == {"dropped_ties": 1, "pairs_dropped_truncated": 0} and len(rows) == 1
     assert rows[0]["chosen"] == [{"role": "assistant", "content": "b"}]
     assert rows[0]["rejected"] == [{"role": "assistant", "content": "a"}]
     text_rows, _ = pairs_from_samples(["raw prompt"], [["x", "y"]], [[1.0, 0.0]])
     assert text_rows[0]["chosen"] == "x" and text_rows[0]["rejected"] == "y"
+    cut_rows, drops = pairs_from_samples(
+        ["p0", "p1"],
+        [["x", "y"], ["u", "v"]],
+        [[1.0, 0.0], [1.0, 0.0]],
+        truncated=[[True, False], [False, True]],
+    )
+    assert drops == {"dropped_ties": 0, "pairs_dropped_truncated": 1}
+    assert len(cut_rows) == 1 and cut_rows[0]["chosen"] == "u" and cut_rows[0]["rejected_truncated"] is True
+
+
+def test_truncated_flags_use_the_token_limit():
+    count = len  # one token per character
+    assert truncated_flags(["abcdefgh", "abcdefg", "abcdef", ""], 8, count) == [True, True, False, False]
 
 
 def test_split_pairs_is_seeded_and_disjoint():
@@ -131,7 +151,7 @@ class FakeSampler:
         self.tasks, self.calls = tasks, []
 
     def __call__(self, model, prompts, params, **kwargs):
-        self.calls.append((model, len(prompts), params))
+        self.calls.append((model, len(prompts), params, kwargs))
         out = []
         for i, _ in enumerate(prompts):
             right = f"<answer>{self.tasks[i].solution}</answer>"
@@ -180,6 +200,9 @@ def test_pair_builder_pairs_best_with_worst_and_records_provenance(tiny_model_di
     request = saved["request"]
     assert request["k"] == 4 and request["sampling"]["temperature"] == 1.0 and request["seed"] == 0
     assert request["model"] == str(tiny_model_dir) and request["model_fingerprint"]
+    assert request["backend"] == "hf" and request["versions"]["transformers"]  # auto -> hf without vLLM/CUDA
+    assert sampler.calls[0][3]["backend"] == "hf"  # the sampler gets the resolved backend
+    assert counts["truncated_samples"] == 0 and counts["pairs_dropped_truncated"] == 0
 
     data = load_from_disk(str(out))
     assert sorted(data) == ["test", "train"]
@@ -215,6 +238,104 @@ def test_pair_builder_reuses_a_matching_folder(tiny_model_dir, tmp_path):
     assert len(forced.calls) == 1
     assert json.loads((out / PROVENANCE_FILE).read_text())["request"]["k"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs"]
+
+
+def test_pair_builder_never_reuses_another_backends_pairs(tiny_model_dir, tmp_path):
+    out = tmp_path / "pairs"
+    vllm = main(_argv(tiny_model_dir, out, "--backend", "vllm"), sampler=FakeSampler(_tasks(9)))
+    assert vllm["request"]["backend"] == "vllm" and "vllm" in vllm["request"]["versions"]
+    hf = FakeSampler(_tasks(9))
+    provenance = main(_argv(tiny_model_dir, out, "--backend", "hf"), sampler=hf)
+    assert len(hf.calls) == 1, "a vLLM-sampled folder must not be reused for --backend hf"
+    assert provenance["request"]["backend"] == "hf" and hf.calls[0][3]["backend"] == "hf"
+
+
+class TruncatingSampler(FakeSampler):
+    """Prompts 0, 3, 6: the only right sample runs on past max_new_tokens; 1, 4, 7: a cut-off right sample comes
+    before a complete one; 2, 5, 8: all samples give no answer (ties)."""
+
+    def __call__(self, model, prompts, params, **kwargs):
+        self.calls.append((model, len(prompts), params, kwargs))
+        out = []
+        for i, _ in enumerate(prompts):
+            right = f"<answer>{self.tasks[i].solution}</answer>"
+            cut = right + " Let me double-check that once more, step by step, carefully" * 4
+            wrong = "<answer>1 + 1</answer>"
+            if i % 3 == 0:
+                out.append([cut, wrong, wrong, wrong])
+            elif i % 3 == 1:
+                out.append([cut, right, "no idea", wrong])
+            else:
+                out.append(["no idea"] * params.n)
+        return out
+
+
+def test_pair_builder_never_chooses_a_truncated_sample(tiny_model_dir, tmp_path):
+    from datasets import load_from_disk
+
+    out = tmp_path / "pairs"
+    sampler = TruncatingSampler(_tasks(9))
+    provenance = main(_argv(tiny_model_dir, out, "--max_new_tokens", "32"), sampler=sampler)
+    counts = provenance["counts"]
+    assert counts["truncated_samples"] == 6  # the long right answers only
+    assert counts["pairs_dropped_truncated"] == 3 and counts["dropped_ties"] == 3 and counts["pairs"] == 3
+    data = load_from_disk(str(out))
+    rows = list(data["train"]) + list(data["test"])
+    assert len(rows) == 3
+    for row in rows:
+        chosen = row["chosen"][0]["content"]
+        assert "double-check" not in chosen and chosen.startswith("<answer>") and row["chosen_reward"] == 1.0
+        assert row["rejected"][0]["content"] == "no idea" and row["rejected_truncated"] is False
+
+
+def test_pair_builder_samples_with_hf_generate(tiny_model_dir):
+    """The real sampler (HF generate, temperature > 0, k = 2) on the tiny model: 8 samples for 4 prompts, and the
+    random model's endless samples are all found to be cut off at max_new_tokens."""
+    from eval.sampling import SamplingParams
+
+    tasks = _tasks(4)
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, n=2, seed=0)
+    seen = []
+
+    def real_generate(model, prompts, params, **kwargs):
+        from eval.sampling import generate
+
+        samples = generate(model, prompts, params, progress=False, **kwargs)
+        seen.append((kwargs, samples))
+        return samples
+
+    rows, counts = countdown_pairs(
+        str(tiny_model_dir), tasks, template="compact", params=params, sampler=real_generate, backend="hf"
+    )
+    ((kwargs, samples),) = seen
+    assert kwargs["backend"] == "hf"
+    assert [len(s) for s in samples] == [2, 2, 2, 2]
+    assert any(a != b for a, b in samples)  # sampled, not greedy
+    assert counts["prompts"] == 4 and counts["samples"] == 8
+    assert counts["truncated_samples"] == 8  # a random model never stops within 8 tokens
+    assert counts["dropped_ties"] == 4 and rows == []  # nothing answers in the <answer> format
+
+
+def test_pair_builder_names_the_make_target_for_a_missing_model(tmp_path, monkeypatch):
+    import posttrain.data
+
+    def no_tasks(*args, **kwargs):
+        raise AssertionError("tasks must not be built for a missing model")
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("a missing model must not be sampled")
+
+    monkeypatch.setattr(posttrain.data, "train_tasks", no_tasks)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="runs/sft-smoltalk/model does not exist.*`make sft-smoltalk`"):
+        main(_argv("runs/sft-smoltalk/model", tmp_path / "a"), sampler=no_sampling)
+    missing = tmp_path / "runs" / "sft-countdown" / "model"
+    with pytest.raises(SystemExit, match="`make sft-countdown`"):
+        main(_argv(missing, tmp_path / "b"), sampler=no_sampling)
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(SystemExit, match="mine/model does not exist: train it first"):
+        main(_argv("mine/model", tmp_path / "c"), sampler=no_sampling)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_pair_builder_errors_name_the_fix(tiny_model_dir, tmp_path):
@@ -279,3 +400,47 @@ def test_dpo_trains_on_a_pairs_folder(tiny_model_dir, tmp_path):
     from eval.countdown import trained_template
 
     assert trained_template(str(out)) == "compact"
+
+
+def _pref_args(**overrides):
+    from types import SimpleNamespace
+
+    from posttrain.chat_data import ULTRAFEEDBACK_HUB_ID
+
+    args = dict(
+        dataset_name=ULTRAFEEDBACK_HUB_ID,
+        dataset_train_split="train_prefs",
+        dataset_test_split="test_prefs",
+        dataset_revision=None,
+        dataset_max_train_rows=8,
+        dataset_max_test_rows=4,
+    )
+    args.update(overrides)
+    return SimpleNamespace(**args)
+
+
+def test_ultrafeedback_source_is_resolved_once_and_a_full_run_never_falls_back(monkeypatch):
+    from datasets import Dataset
+
+    from posttrain import chat_data
+    from posttrain.preferences import load_preference_dataset
+
+    monkeypatch.setattr(chat_data, "hub_reachable", lambda timeout_s=3.0: False)
+    data, info = load_preference_dataset(_pref_args())  # a row limit: the logged fallback
+    assert info["data_source"] == "fixture" and len(data["train"]) == 8 and len(data["test"]) == 4
+    with pytest.raises(chat_data.HubUnreachableError, match="--dataset_name fixture"):
+        load_preference_dataset(_pref_args(dataset_max_train_rows=None))
+
+    answers = iter([True, False, False])  # reachable at the start, not later: both splits from the hub
+    monkeypatch.setattr(chat_data, "hub_reachable", lambda timeout_s=3.0: next(answers))
+    loaded = []
+
+    def fake_hub(hub_id, split, revision, max_rows):
+        loaded.append((split, revision))
+        return Dataset.from_list(chat_data.ultrafeedback_fixture_rows(split)[:max_rows])
+
+    monkeypatch.setattr(chat_data, "_load_hub", fake_hub)
+    data, info = load_preference_dataset(_pref_args())
+    revision = chat_data.ULTRAFEEDBACK_REVISION
+    assert loaded == [("train_prefs", revision), ("test_prefs", revision)]
+    assert info == {"data_source": chat_data.ULTRAFEEDBACK_HUB_ID, "dataset_revision": revision}
