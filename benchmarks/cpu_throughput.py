@@ -71,13 +71,18 @@ class StepTimer:
 
 
 VARIANTS = {
-    # name: (SFTConfig overrides, ModelConfig-like peft flag, prompt template)
+    # name: (SFTConfig overrides, ModelConfig-like peft flag, prompt template); completions are verified steps
     "padded": (dict(), False, "chat"),
     # padding-free without packing cannot enforce max_length; our sequences are short anyway.
     "padding_free": (dict(padding_free=True, max_length=None), False, "chat"),
     "lora": (dict(learning_rate=1e-3), True, "chat"),
     "compact": (dict(), False, "compact"),
     "compact_lora": (dict(learning_rate=1e-3), True, "compact"),
+    # bf16 autocast on CPUs with AVX512-BF16 / AMX (weights and optimizer state stay float32)
+    "compact_bf16": (dict(bf16=True), False, "compact"),
+    "short": (dict(), False, "short"),
+    "short_bf16": (dict(bf16=True), False, "short"),
+    "short_bf16_lora": (dict(bf16=True, learning_rate=1e-3), True, "short"),
 }
 
 
@@ -96,6 +101,7 @@ def bench_sft(variants: list[str], steps: int, batch_size: int) -> Table:
         table.add_column(col)
     for name in variants:
         overrides, use_lora, template = VARIANTS[name]
+        overrides = dict(overrides)
         records = build_sft_records(tasks, template=template, seed=0)
         with tempfile.TemporaryDirectory() as out:
             args = SFTConfig(
@@ -104,7 +110,8 @@ def bench_sft(variants: list[str], steps: int, batch_size: int) -> Table:
                 max_steps=steps + 1,
                 learning_rate=overrides.pop("learning_rate", 2e-4),
                 gradient_checkpointing=False,
-                bf16=False,
+                bf16=overrides.pop("bf16", False),
+                use_cpu=True,
                 report_to="none",
                 save_strategy="no",
                 logging_steps=1,
@@ -145,7 +152,7 @@ def main() -> None:
     )
     parser.add_argument("--sft_steps", type=int, default=4)
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--variants", default="padded,padding_free,lora,compact,compact_lora")
+    parser.add_argument("--variants", default="padded,padding_free,lora,compact,compact_lora,compact_bf16")
     parser.add_argument("--skip_sft", action="store_true")
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

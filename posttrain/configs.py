@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from trl import ScriptArguments as TrlScriptArguments
 
-from posttrain.countdown import PROMPT_TEMPLATES
+from posttrain.countdown import PROMPT_TEMPLATES, WARMSTART_STYLES
 
 
 @dataclass
@@ -62,6 +62,13 @@ class CountdownArguments:
             "help": "SFT completions reason in <think> with a visible search; false: direct solutions."
         },
     )
+    warmstart_style: str = field(
+        default="forward",
+        metadata={
+            "help": "SFT traces: forward (verified solution steps, optional failed tries) or backward (3 numbers: "
+            "work back from the target; see posttrain.countdown.make_backward_completion)."
+        },
+    )
     warmstart_max_failed_tries: int = field(
         default=0, metadata={"help": "SFT traces: up to this many visible failed tries before the solution."}
     )
@@ -87,6 +94,19 @@ class CountdownArguments:
             )
         if self.warmstart_max_failed_tries < 0:
             raise ValueError("warmstart_max_failed_tries must be >= 0.")
+        if self.warmstart_style not in WARMSTART_STYLES:
+            raise ValueError(
+                f"warmstart_style={self.warmstart_style!r} is not known; use one of {list(WARMSTART_STYLES)}."
+            )
+        if (
+            self.warmstart_style == "backward"
+            and self.warmstart_think
+            and set(self.countdown_num_numbers) != {3}
+        ):
+            raise ValueError(
+                f"warmstart_style=backward writes traces for 3-number tasks only, got countdown_num_numbers="
+                f"{self.countdown_num_numbers}; use warmstart_style=forward for other sizes."
+            )
 
     def generator_kwargs(self) -> dict:
         """Keyword arguments for `posttrain.countdown.generate_tasks` / `generate_splits`."""

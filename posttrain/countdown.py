@@ -21,6 +21,7 @@ from numbers import Integral
 from typing import Any
 
 __all__ = [
+    "WARMSTART_STYLES",
     "BASE_TEMPLATE",
     "CHAT_TEMPLATE",
     "COMPACT_SYSTEM_PROMPT",
@@ -29,6 +30,8 @@ __all__ = [
     "COUNTDOWN_HUB_ID",
     "COUNTDOWN_HUB_REVISION",
     "PROMPT_TEMPLATES",
+    "SHORT_SYSTEM_PROMPT",
+    "SHORT_TEMPLATE",
     "WARMSTART_HUB",
     "WARMSTART_HUB_REVISION",
     "CountdownTask",
@@ -40,6 +43,7 @@ __all__ = [
     "is_conversational_template",
     "load_hub_countdown_tasks",
     "load_hub_warmstart",
+    "make_backward_completion",
     "make_prompt",
     "make_warmstart_completion",
     "solve",
@@ -327,8 +331,19 @@ COMPACT_TEMPLATE = (
 # Sent as an explicit system message with "compact" so chat templates don't insert their long default one.
 COMPACT_SYSTEM_PROMPT = "You solve Countdown puzzles."
 
-PROMPT_TEMPLATES: dict[str, str] = {"chat": CHAT_TEMPLATE, "base": BASE_TEMPLATE, "compact": COMPACT_TEMPLATE}
-_CONVERSATIONAL = frozenset({"chat", "compact"})
+# The shortest prompt that still names the task: for fine-tuned models only (it explains nothing). On a CPU the
+# prompt dominates the cost of short answers, and this one is ~2.5x shorter than "compact" once templated.
+SHORT_TEMPLATE = "Numbers: {numbers}\nTarget: {target}"
+SHORT_SYSTEM_PROMPT = "Countdown"
+
+PROMPT_TEMPLATES: dict[str, str] = {
+    "chat": CHAT_TEMPLATE,
+    "base": BASE_TEMPLATE,
+    "compact": COMPACT_TEMPLATE,
+    "short": SHORT_TEMPLATE,
+}
+_CONVERSATIONAL = frozenset({"chat", "compact", "short"})
+_SYSTEM_PROMPTS = {"compact": COMPACT_SYSTEM_PROMPT, "short": SHORT_SYSTEM_PROMPT}
 
 
 def _template_name(template: str) -> str:
@@ -346,8 +361,9 @@ def make_prompt(
     nums: Sequence[int], target: int, template: str = "chat", system_prompt: str | None = None
 ) -> list[dict[str, str]] | str:
     """Countdown prompt: a message list for "chat" and "compact", a raw string for "base" (TinyZero texts)."""
+    numbers = [int(x) for x in nums]
     text = PROMPT_TEMPLATES[_template_name(template)].format(
-        numbers=[int(x) for x in nums], target=int(target)
+        numbers=" ".join(map(str, numbers)) if template == "short" else numbers, target=int(target)
     )
     if template not in _CONVERSATIONAL:
         if system_prompt is not None:
@@ -355,8 +371,8 @@ def make_prompt(
                 f"system_prompt is only supported by conversational templates {sorted(_CONVERSATIONAL)}"
             )
         return text
-    if system_prompt is None and template == "compact":
-        system_prompt = COMPACT_SYSTEM_PROMPT
+    if system_prompt is None:
+        system_prompt = _SYSTEM_PROMPTS.get(template)
     messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
     return messages + [{"role": "user", "content": text}]
 
@@ -406,6 +422,67 @@ def _try_lines(steps: Sequence[Step], target: int, success: bool) -> list[str]:
     return lines
 
 
+# Backward traces ("work back from the target"), for tasks of 3 numbers. The last step of any 3-number solution
+# combines one number x with the result r of the other two, so the trace takes each x in prompt order, writes the
+# values r would need (target - x or x - target, target + x, target / x when exact: the inverses of r + x,
+# x - r, r - x and r * x) and then what the other two numbers can make (sum, difference, product, exact
+# quotient). A value on both lines is the answer. Every line is one small operation on numbers in view, and
+# spotting a value that appears on both lines is a copy, not a computation: easier for a small model than
+# guessing a whole expression. Covers ~98% of 3-number tasks; the rest end with the solver's expression.
+WARMSTART_STYLES = ("forward", "backward")
+
+
+def _needs(target: int, x: int) -> list[tuple[str, int, str]]:
+    """Values r with ``r op x = target`` (SoS rules): (written step, r, how x joins r in the answer)."""
+    out = [
+        (f"{target}-{x}={target - x}", target - x, "+")
+        if target >= x
+        else (f"{x}-{target}={x - target}", x - target, "x-"),
+        (f"{target}+{x}={target + x}", target + x, "-"),
+    ]
+    if target % x == 0:
+        out.append((f"{target}/{x}={target // x}", target // x, "*"))
+    return out
+
+
+def _haves(p: int, q: int) -> list[tuple[str, int, str]]:
+    """What two numbers make under SoS rules: (written step, value, expression)."""
+    hi, lo = max(p, q), min(p, q)
+    out = [
+        (f"{hi}{op}{lo}={value}", value, f"{hi} {op} {lo}")
+        for op, value in (("+", hi + lo), ("-", hi - lo), ("*", hi * lo))
+    ]
+    if hi % lo == 0:
+        out.append((f"{hi}/{lo}={hi // lo}", hi // lo, f"{hi} / {lo}"))
+    return out
+
+
+def make_backward_completion(task: CountdownTask) -> str:
+    """Backward trace for a 3-number task (see the comment above WARMSTART_STYLES), ending in ``<answer>EXPR</answer>``."""
+    values, target = _check_inputs(task.nums, task.target)
+    if len(values) != 3 or 0 in values:
+        raise ValueError(f"backward traces need 3 positive numbers, got {list(values)}")
+    lines: list[str] = []
+    answer = None
+    for i, x in enumerate(values):
+        p, q = (v for j, v in enumerate(values) if j != i)
+        needs, haves = _needs(target, x), _haves(p, q)
+        lines += [" ".join(step for step, _, _ in needs), " ".join(step for step, _, _ in haves)]
+        match = next(((n, h) for n in needs for h in haves if n[1] == h[1]), None)
+        if match is None:
+            lines[-1] += " no"
+            continue
+        (_, value, join), (_, _, expr) = match
+        lines.append(f"found {value}")
+        answer = f"{x} - ({expr})" if join == "x-" else f"({expr}) {join} {x}"
+        break
+    if answer is None:  # none of the three last steps reaches it with these inverses: the solver's expression
+        answer = solve(values, target)
+        if answer is None:
+            raise ValueError(f"task target={target} nums={list(values)} has no solution under SoS rules")
+    return "<think>\n" + "\n".join(lines) + f"\n</think>\n<answer>{answer}</answer>"
+
+
 def make_warmstart_completion(
     task: CountdownTask,
     *,
@@ -414,6 +491,7 @@ def make_warmstart_completion(
     failed_trace_share: float = 0.0,
     template: str = "chat",
     think: bool = True,
+    style: str = "forward",
 ) -> str:
     """Reasoning trace with visible search, ending in ``</think>\\n<answer>EXPR</answer>``.
 
@@ -424,7 +502,17 @@ def make_warmstart_completion(
     "Let me try another way.", then the solver's path, verified against the target. Failed traces: 1..max(1,
     max_failed_tries) wrong tries and the closest one as a wrong but well-formed answer (all numbers used).
     For "chat" the text starts with "<think>"; for "base" it continues the prompt's pre-seeded "<think>".
+    ``style="backward"`` writes a backward trace instead (3-number tasks; see `make_backward_completion`).
     """
+    if style not in WARMSTART_STYLES:
+        raise ValueError(f"unknown warm-start style {style!r}; valid names: {list(WARMSTART_STYLES)}")
+    if style == "backward" and think:
+        if max_failed_tries or failed_trace_share:
+            raise ValueError(
+                "backward traces have their own search: leave max_failed_tries and failed_trace_share at 0"
+            )
+        body = make_backward_completion(task)
+        return body.removeprefix("<think>") if template == "base" else body
     if max_failed_tries < 0:
         raise ValueError(f"max_failed_tries must be >= 0, got {max_failed_tries}")
     if not 0.0 <= failed_trace_share <= 1.0:
@@ -472,6 +560,7 @@ def build_sft_records(
     failed_trace_share: float = 0.0,
     system_prompt: str | None = None,
     think: bool = True,
+    style: str = "forward",
 ) -> list[dict[str, Any]]:
     """TRL prompt-completion records (conversational for "chat", raw strings for "base") + target/nums."""
     conversational = is_conversational_template(template)
@@ -485,6 +574,7 @@ def build_sft_records(
             failed_trace_share=failed_trace_share,
             template=template,
             think=think,
+            style=style,
         )
         if conversational:
             completion = [{"role": "assistant", "content": completion}]

@@ -81,6 +81,7 @@ def _sft_splits(train: list[CountdownTask], test: list[CountdownTask], countdown
         max_failed_tries=countdown_args.warmstart_max_failed_tries,
         failed_trace_share=countdown_args.warmstart_failed_trace_share,
         think=countdown_args.warmstart_think,
+        style=countdown_args.warmstart_style,
     )
     return DatasetDict(
         train=Dataset.from_list(build_sft_records(train, seed=seed, **record_kwargs)),

@@ -288,7 +288,7 @@ EXPECTED_INSTRUCTION = (
 
 
 def test_prompt_templates_exact_text():
-    assert set(PROMPT_TEMPLATES) == {"chat", "base", "compact"}
+    assert set(PROMPT_TEMPLATES) == {"chat", "base", "compact", "short"}
     expected_base = (
         "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "
         "assistant first thinks about the reasoning process in the mind and then provides the user with the "
@@ -301,7 +301,7 @@ def test_prompt_templates_exact_text():
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": EXPECTED_INSTRUCTION},
     ]
-    with pytest.raises(ValueError, match=r"valid names: \['base', 'chat', 'compact'\]"):
+    with pytest.raises(ValueError, match=r"valid names: \['base', 'chat', 'compact', 'short'\]"):
         make_prompt([1, 2], 3, template="nope")
     with pytest.raises(ValueError, match="system_prompt"):
         make_prompt([1, 2], 3, template="base", system_prompt="x")
@@ -517,3 +517,99 @@ def test_direct_solutions_have_no_think_block_and_are_correct():
         assert score(chat, task.target, list(task.nums)) == 1.0
         base = make_warmstart_completion(task, rng=random.Random(0), think=False, template="base")
         assert base.startswith("\n</think>\n<answer>")
+
+
+def test_short_template_names_only_numbers_and_target():
+    assert make_prompt([44, 19, 35], 98, "short") == [
+        {"role": "system", "content": "Countdown"},
+        {"role": "user", "content": "Numbers: 44 19 35\nTarget: 98"},
+    ]
+    assert make_prompt([44, 19, 35], 98, "short", system_prompt="S")[0] == {"role": "system", "content": "S"}
+
+
+# Backward traces: "a-b=c" steps, a need line (values the last step needs) and a have line per last number.
+_BACKWARD_STEP = re.compile(r"^(\d+)([-+*/])(\d+)=(\d+)$")
+
+
+def _check_step(step: str) -> tuple[int, str, int, int]:
+    match = _BACKWARD_STEP.match(step)
+    assert match, step
+    a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
+    exact = {"+": a + b, "-": a - b, "*": a * b, "/": Fraction(a, b)}[op]
+    assert exact == c and c >= 0, f"wrong arithmetic in trace: {step}"
+    return a, op, b, c
+
+
+def test_backward_traces_check_every_last_number_in_prompt_order():
+    from posttrain.countdown import make_backward_completion
+
+    tasks = generate_tasks(400, seed=21, num_numbers=3)
+    fallbacks = 0
+    for task in tasks:
+        text = make_backward_completion(task)
+        head, _, answer_part = text.partition("</think>\n")
+        assert (
+            head.startswith("<think>\n")
+            and answer_part.startswith("<answer>")
+            and answer_part.endswith("</answer>")
+        )
+        assert_solution(answer_part[len("<answer>") : -len("</answer>")], task.nums, task.target)
+        lines = head[len("<think>\n") :].rstrip("\n").split("\n")
+        found = lines[-1].startswith("found ")
+        body = lines[:-1] if found else lines
+        assert len(body) % 2 == 0 and 2 <= len(body) <= 6
+        for block, x in zip(range(0, len(body), 2), task.nums, strict=False):  # tries stop at a match
+            need = [_check_step(s) for s in body[block].split()]
+            have_text = body[block + 1].removesuffix(" no")
+            have = [_check_step(s) for s in have_text.split()]
+            # every need step has the target and this block's last number as operands, in either order
+            assert all({a, b} == {task.target, x} or (a, b) == (task.target, x) for a, _, b, _ in need)
+            rest = list(task.nums)
+            rest.remove(x)
+            assert all(sorted((a, b)) == sorted(rest) for a, _, b, _ in have)
+            is_last = block == len(body) - 2
+            needs, haves = {c for *_, c in need}, {c for *_, c in have}
+            if not is_last or not found:
+                assert body[block + 1].endswith(" no") and not needs & haves
+        if found:
+            value = int(lines[-1].split()[1])
+            assert value in {c for *_, c in (_check_step(s) for s in body[-2].split())}
+            assert value in {c for *_, c in (_check_step(s) for s in body[-1].split())}
+        else:
+            fallbacks += 1
+            assert len(body) == 6  # all three last numbers tried before the solver's expression
+    assert fallbacks < len(tasks) * 0.05  # the inverses cover ~98% of 3-number tasks
+
+
+def test_backward_style_through_the_record_builders():
+    from rewards.countdown import score
+
+    tasks = generate_tasks(20, seed=3, num_numbers=3)
+    records = build_sft_records(tasks, template="short", style="backward")
+    for task, record in zip(tasks, records, strict=True):
+        content = record["completion"][0]["content"]
+        assert "found" in content or content.count(" no") == 3
+        assert score(content, task.target, list(task.nums)) == 1.0
+    direct = build_sft_records(tasks[:2], template="short", style="backward", think=False)
+    assert direct[0]["completion"][0]["content"].startswith("<answer>")  # think=False: direct answers win
+    base = make_warmstart_completion(tasks[0], rng=random.Random(0), template="base", style="backward")
+    assert base.startswith("\n") and not base.startswith("<think>")  # the base prompt pre-seeds "<think>"
+    with pytest.raises(ValueError, match="3 positive numbers"):
+        make_warmstart_completion(
+            generate_tasks(1, seed=1, num_numbers=4)[0], rng=random.Random(0), style="backward"
+        )
+    with pytest.raises(ValueError, match="own search"):
+        make_warmstart_completion(tasks[0], rng=random.Random(0), style="backward", max_failed_tries=2)
+    with pytest.raises(ValueError, match="valid names"):
+        make_warmstart_completion(tasks[0], rng=random.Random(0), style="sideways")
+
+
+def test_countdown_arguments_check_the_warmstart_style():
+    from posttrain.configs import CountdownArguments
+
+    assert CountdownArguments(warmstart_style="backward").warmstart_style == "backward"
+    with pytest.raises(ValueError, match="warmstart_style='sideways'"):
+        CountdownArguments(warmstart_style="sideways")
+    with pytest.raises(ValueError, match="3-number tasks only"):
+        CountdownArguments(warmstart_style="backward", countdown_num_numbers=[3, 4])
+    CountdownArguments(warmstart_style="backward", warmstart_think=False, countdown_num_numbers=[4])  # direct
