@@ -243,11 +243,16 @@ def policy_pair_accuracy(trainer: Any) -> float | None:
 
 
 def evaluate_pairs(trainer: Any, keys: dict[str, str], *, policy_accuracy: bool = False) -> dict:
-    """trainer.evaluate() on the held-out pairs, reduced to `keys` (plus the policy's pair accuracy)."""
-    metrics = trainer.evaluate()
-    out = {name: round(float(metrics[key]), 4) for key, name in keys.items() if key in metrics}
-    if policy_accuracy:
-        out["policy_pair_accuracy"] = policy_pair_accuracy(trainer)
+    """trainer.evaluate() on the held-out pairs, reduced to `keys` (plus the policy's pair accuracy).
+
+    Runs under the accelerator's autocast: before train() only the reference model's forward is wrapped in it,
+    so with bf16 mixed precision the policy would run in float32 against a bf16 reference and DPO's "before"
+    numbers would show a spurious preference (reward accuracy 0.80, margin 0.06 on the UltraFeedback fixture)."""
+    with trainer.accelerator.autocast():
+        metrics = trainer.evaluate()
+        out = {name: round(float(metrics[key]), 4) for key, name in keys.items() if key in metrics}
+        if policy_accuracy:
+            out["policy_pair_accuracy"] = policy_pair_accuracy(trainer)
     return out
 
 

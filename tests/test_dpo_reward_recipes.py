@@ -47,11 +47,12 @@ FIXTURE_ROWS = ("--dataset_name", "fixture", "--dataset_max_train_rows", "8", "-
 
 def test_dpo_reports_heldout_pairs_before_and_after(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "dpo"
-    # float32 throughout: under bf16 autocast (the default on a CPU with bf16 instructions) the policy and its
-    # frozen copy differ by rounding noise (~1e-4 in the rewards), so "exactly 0 before training" needs fp32.
+    # bf16 mixed precision, the default on CPUs with bf16 instructions: before train() only the reference's
+    # forward is autocast, so the "before" evaluation must run under autocast too or the policy (float32) and
+    # its frozen copy (bf16) disagree and the implicit rewards are not 0.
     trainer = _run(
         "dpo", "recipes/dpo/ultrafeedback.yaml", tiny_model_dir, out, *FIXTURE_ROWS, "--learning_rate", "1e-2",
-        "--bf16", "false",
+        "--bf16", "true",
     )  # fmt: skip
     assert trainer.state.global_step == 1
     assert trainer.ref_model is not None  # full fine-tune: a frozen copy of the start is the reference
