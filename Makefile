@@ -22,11 +22,11 @@ ARGS ?=
 EVAL_SEED ?= 1234
 EVAL_TASKS ?= 200
 EVAL_ARGS ?=
-# Prompt template for training and evaluation: `compact` keeps CPU runs short; use TEMPLATE=chat (TinyZero's
-# instruction) or TEMPLATE=base (raw text, for base models without a chat template) on a GPU.
-TEMPLATE ?= compact
-# Direct solutions need few tokens; search traces on a GPU want MAX_NEW_TOKENS=512.
-MAX_NEW_TOKENS ?= 96
+# Prompt template for training and evaluation: `short` (numbers and target only) keeps CPU runs short; use
+# TEMPLATE=chat (TinyZero's instruction) or TEMPLATE=base (raw text, for base models without a chat template) on a GPU.
+TEMPLATE ?= short
+# Direct solutions need ~20 tokens; backward traces want 256, search traces on a GPU 512.
+MAX_NEW_TOKENS ?= 48
 EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --template $(TEMPLATE) \
 	--max_new_tokens $(MAX_NEW_TOKENS)
 
@@ -148,11 +148,11 @@ RM_MODEL ?= $(MODEL)
 DPO_COUNTDOWN_DIR := $(RUNS)/dpo-countdown
 DPO_COUNTDOWN_MODEL ?= $(SFT_COUNTDOWN_DIR)/model
 # On-policy pairs: PAIRS_PROMPTS training prompts x PAIRS_K samples at PAIRS_TEMPERATURE; the offset skips the
-# tasks the default SFT run trained on (countdown_train_size 640), so DPO sees new prompts.
-PAIRS_PROMPTS ?= 96
-PAIRS_K ?= 4
+# tasks the default SFT run trained on (countdown_train_size 2560), so DPO sees new prompts.
+PAIRS_PROMPTS ?= 256
+PAIRS_K ?= 8
 PAIRS_TEMPERATURE ?= 1.0
-PAIRS_TASK_OFFSET ?= 640
+PAIRS_TASK_OFFSET ?= 2560
 PAIRS_ARGS ?=
 
 $(SFT_SMOLTALK_MODEL)/run_summary.json:
@@ -226,8 +226,10 @@ rloo-ultrafeedback: setup
 	$(call rl_ultrafeedback,rloo)
 
 # Per-step time of GRPO and RLOO on CPU, split into generation, reward scoring and update.
+# e.g. BENCH_RL_ARGS="--model runs/sft-countdown/model --steps 3"
+BENCH_RL_ARGS ?=
 bench-rl: setup
-	$(PY) benchmarks/rl_step_time.py
+	$(PY) benchmarks/rl_step_time.py $(BENCH_RL_ARGS)
 
 # Chat SFT on smol-smoltalk, the loss on every assistant turn; prints the held-out loss before/after.
 # CHAT_DATA=fixture picks the offline fixture (the hub name falls back to it when the hub is unreachable).

@@ -4,7 +4,7 @@
     python benchmarks/rl_step_time.py --model runs/sft-countdown/model --steps 5
 
 Same shape as recipes/{grpo,rloo}/countdown.yaml: `--prompts` prompts x `--num_generations` completions per
-optimizer step, `--max_completion_length` new tokens, rewards countdown + format. Timings come from TRL's own
+optimizer step, `--max_completion_length` new tokens, rewards countdown + answer_format. Timings come from TRL's own
 profiling contexts (`transformers.generate`, one per reward function, `_prepare_inputs`), which TRL only
 reports to wandb/mlflow/trackio, so they are captured here, plus a callback timing each whole step:
 
@@ -165,12 +165,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--warmup", type=int, default=0, help="untimed first steps (CPU has no compile warm-up)"
     )
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step")
-    parser.add_argument("--num_generations", type=int, default=4)
-    parser.add_argument("--max_completion_length", type=int, default=96)
+    parser.add_argument("--num_generations", type=int, default=8)
+    parser.add_argument("--max_completion_length", type=int, default=32)
     parser.add_argument(
         "--beta", type=float, default=None, help="KL coefficient (default: TRL's, RLOO 0.05, GRPO 0)"
     )
-    parser.add_argument("--template", default="compact")
+    parser.add_argument("--template", default="short")
     parser.add_argument(
         "--bf16",
         default="auto",
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from rich.table import Table
 
     capture_trl_profiling()
-    rows = [run_algo(algo, args, ["countdown", "format"]) for algo in args.algos]
+    rows = [run_algo(algo, args, ["countdown", "answer_format"]) for algo in args.algos]
 
     table = Table(
         title=f"RL step time on CPU ({torch.get_num_threads()} threads), {args.model}: {args.prompts} prompts x "

@@ -294,12 +294,20 @@ def start_model_summary(model_name: str) -> dict:
 
 
 def think_format_problems(model_name: str, reward_names: Sequence[str]) -> list[str]:
-    """`format` / `tag_count` reward the <think> block: pointless for a model trained to answer directly."""
+    """Format rewards that cannot fit the start model's output: `format` / `tag_count` reward a <think> block,
+    pointless for a model trained to answer directly; `answer_format` rewards a bare answer, which a model
+    trained to think first never writes. Judged from the start model's run_summary.json (models of this project)."""
     chosen = [name for name in reward_names if name in THINK_REWARDS]
-    if not chosen:
-        return []
     countdown = (start_model_summary(model_name).get("args") or {}).get("countdown") or {}
-    if not isinstance(countdown, dict) or countdown.get("warmstart_think") is not False:
+    if not isinstance(countdown, dict):
+        return []
+    if "answer_format" in reward_names and countdown.get("warmstart_think") is True:
+        return [
+            f"reward_funcs has answer_format, which rewards a bare <answer>...</answer>, but {model_name} was "
+            "trained to reason in <think> first (its run_summary.json: countdown.warmstart_think=true), so it "
+            "scores 0 for every completion it writes. Use `format` instead, e.g. --reward_funcs countdown format."
+        ]
+    if not chosen or countdown.get("warmstart_think") is not False:
         return []
     return [
         f"reward_funcs has {chosen}, which reward a <think>...</think> block, but {model_name} was trained to "
@@ -523,7 +531,8 @@ def build_rl_dataset(script_args: Any, countdown_args: Any) -> tuple[Any, dict]:
     if name in (ULTRAFEEDBACK_HUB_ID, FIXTURE_NAME):
         from posttrain.chat_data import load_ultrafeedback, resolve_source
 
-        source = resolve_source(name, ULTRAFEEDBACK_HUB_ID)
+        # A full run (no row limit) must not silently train on the small offline fixture.
+        source = resolve_source(name, ULTRAFEEDBACK_HUB_ID, allow_fallback=max_rows is not None)
         ds = load_ultrafeedback(
             source, script_args.dataset_train_split, revision=script_args.dataset_revision, max_rows=max_rows
         )
@@ -567,6 +576,15 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over `window` values (NaNs skipped), one value per full window."""
+    out = []
+    for end in range(window, len(values) + 1):
+        chunk = [v for v in values[end - window : end] if _finite(v)]
+        out.append(sum(chunk) / len(chunk) if chunk else float("nan"))
+    return out
+
+
 def plot_reward_curve(rows: Sequence[dict], path: str | os.PathLike, title: str = "reward") -> Path | None:
     """Total and per-function reward by step as a PNG, written atomically. None when there is nothing to plot."""
     if not rows:
@@ -578,14 +596,21 @@ def plot_reward_curve(rows: Sequence[dict], path: str | os.PathLike, title: str 
 
     path = Path(path)
     steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     try:
         total = [r["reward"] if _finite(r["reward"]) else float("nan") for r in rows]
-        ax.plot(steps, total, marker="o", linewidth=2, label="total (weighted)")
+        ax.plot(steps, total, marker="o", markersize=3, linewidth=1, alpha=0.6, label="total (weighted)")
         if all(_finite(r.get("reward_std")) for r in rows):
             lo = [t - r["reward_std"] for t, r in zip(total, rows, strict=True)]
             hi = [t + r["reward_std"] for t, r in zip(total, rows, strict=True)]
-            ax.fill_between(steps, lo, hi, alpha=0.15)
+            ax.fill_between(steps, lo, hi, alpha=0.1, label="± std over completions")
+        # One step's mean is noisy (a few prompts); the moving average shows the trend.
+        window = max(3, len(rows) // 8)
+        if len(rows) >= 2 * window:
+            avg = moving_average(total, window)
+            ax.plot(
+                steps[window - 1 :], avg, color="black", linewidth=2.5, label=f"total, mean of {window} steps"
+            )
         skip = {"step", "reward", "reward_std", "kl", "completions/mean_length", "step_time", "learning_rate"}
         names = sorted({k for r in rows for k in r if k not in skip})
         for name in names:
@@ -594,7 +619,9 @@ def plot_reward_curve(rows: Sequence[dict], path: str | os.PathLike, title: str 
         ax.set_ylabel("mean reward per completion")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(
+            fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5)
+        )  # outside: the curves stay visible
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)

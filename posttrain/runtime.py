@@ -22,6 +22,9 @@ def setup_logging(training_args) -> None:
     import datasets
     import transformers
 
+    # transformers 5 takes TensorBoard's folder only from this variable (else ./runs/<date>_<host>, which no one
+    # can match to a run): keep each run's curves next to its model. `tensorboard --logdir runs` finds them all.
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", os.path.join(training_args.output_dir, "tensorboard"))
     level = training_args.get_process_log_level()
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

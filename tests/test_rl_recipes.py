@@ -76,11 +76,16 @@ def test_grpo_countdown_trains_and_writes_reward_curve(tiny_model_dir: Path, tmp
     rows = [json.loads(line) for line in (out / "reward_curve.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
-        # The total is TRL's weighted sum of the per-function means (weights 1.0 and 0.25 in the YAML).
-        assert row["reward"] == pytest.approx(row["countdown_reward"] + 0.25 * row["format_reward"], abs=1e-5)
+        # The total is TRL's weighted sum of the per-function means (weights 1.0 and 0.1 in the YAML).
+        assert row["reward"] == pytest.approx(
+            row["countdown_reward"] + 0.1 * row["answer_format_reward"], abs=1e-5
+        )
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["recipe"] == "grpo" and summary["task"] == "countdown"
-    assert summary["reward_funcs"] == ["countdown", "format"] and summary["reward_weights"] == [1.0, 0.25]
+    assert summary["reward_funcs"] == ["countdown", "answer_format"] and summary["reward_weights"] == [
+        1.0,
+        0.1,
+    ]
     assert summary["generation_batch_size"] == 4 and summary["n_train"] == 16
     assert summary["args"]["countdown"]["prompt_template"] == "compact"  # eval.countdown reads it from here
     assert summary["reward_curve"]["n_logs"] == 2
@@ -127,7 +132,9 @@ def test_grpo_lora_countdown(tiny_model_dir: Path, tmp_path: Path):
     assert summary["recipe"] == "grpo" and summary["args"]["model"]["use_peft"] is True
     assert summary["kl_reference"] is None  # beta 0: no reference at all
     (row,) = [json.loads(line) for line in (out / "reward_curve.jsonl").read_text().splitlines()]
-    assert row["reward"] == pytest.approx(row["countdown_reward"] + 0.25 * row["format_reward"], abs=1e-5)
+    assert row["reward"] == pytest.approx(
+        row["countdown_reward"] + 0.1 * row["answer_format_reward"], abs=1e-5
+    )
 
 
 def _tiny_reward_model(tiny_model_dir: Path, rm: Path) -> Path:
@@ -521,10 +528,12 @@ def test_precheck_think_rewards_for_a_direct_answer_model(tmp_path: Path):
     summary["args"]["countdown"]["warmstart_think"] = True
     (model / "run_summary.json").write_text(json.dumps(summary))
     assert think_format_problems(str(model), ["countdown", "format"]) == []
+    # the other way round: a model that thinks first never writes a bare answer
+    (problem,) = think_format_problems(str(model), ["countdown", "answer_format"])
+    assert "warmstart_think=true" in problem and "--reward_funcs countdown format" in problem
     assert think_format_problems(str(tmp_path / "no-summary"), ["format"]) == []
-    # ... and the recipe stops on it before loading anything
-    summary["args"]["countdown"]["warmstart_think"] = False
-    (model / "run_summary.json").write_text(json.dumps(summary))
+    assert think_format_problems(str(tmp_path / "no-summary"), ["answer_format"]) == []
+    # ... and the recipe (whose YAML asks for answer_format) stops on it before loading anything
     recipe, parsed = parse("grpo", "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "o"))
     with pytest.raises(RLConfigError, match="answer_format"):
         _run_until_trainer(recipe, parsed)
@@ -562,6 +571,16 @@ def test_reward_curve_from_log_history(tmp_path: Path):
     callback2 = RewardCurveCallback(tmp_path / "rank1")
     callback2.on_log(None, SimpleNamespace(is_world_process_zero=False, log_history=history), None)
     assert not (tmp_path / "rank1").exists()
+
+
+def test_moving_average_and_a_long_curve(tmp_path: Path):
+    from posttrain.rl import moving_average, plot_reward_curve
+
+    assert moving_average([1.0, 2.0, 3.0, 4.0], 2) == [1.5, 2.5, 3.5]
+    assert moving_average([1.0, float("nan"), 3.0], 3) == [2.0]  # NaNs are skipped, not propagated
+    assert moving_average([1.0, 2.0], 3) == []
+    rows = [{"step": i, "reward": 0.1 * (i % 3), "reward_std": 0.1} for i in range(1, 41)]
+    assert plot_reward_curve(rows, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_reuse_eval_only_for_matching_settings(tmp_path: Path):
@@ -719,7 +738,9 @@ def test_truncated_trainer_state_is_not_resumed(tmp_path: Path):
     from posttrain.runtime import last_checkpoint
 
     _checkpoint(tmp_path, 2)
-    (_checkpoint(tmp_path, 4) / "trainer_state.json").write_text('{"global_step": 4, "log_hi')  # kill mid-write
+    (_checkpoint(tmp_path, 4) / "trainer_state.json").write_text(
+        '{"global_step": 4, "log_hi'
+    )  # kill mid-write
     assert last_checkpoint(_resume_args(tmp_path)) == str(tmp_path / "checkpoint-2")
 
 
