@@ -35,7 +35,7 @@ from typing import Any
 from eval.sampling import BACKENDS, SamplingParams, generate, load_hf_model, render_prompts, resolve_backend
 from posttrain.countdown import PROMPT_TEMPLATES, CountdownTask, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, HELDOUT_PERCENT, heldout_tasks
-from posttrain.io import atomic_write_text
+from posttrain.io import atomic_write_text, read_run_summary
 from rewards.countdown import score
 
 BASE_SEED_SUFFIX = "<think>"  # the "base" template pre-seeds the completion with this
@@ -339,13 +339,8 @@ def _slug(text: str) -> str:
 
 def trained_template(model: str) -> str | None:
     """The prompt template a recipe trained `model` with, read from its run_summary.json (None if unknown)."""
-    summary = Path(model) / "run_summary.json"
-    if not summary.is_file():
-        return None
-    try:
-        template = json.loads(summary.read_text())["args"]["countdown"]["prompt_template"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return None
+    countdown = (read_run_summary(model).get("args") or {}).get("countdown")
+    template = countdown.get("prompt_template") if isinstance(countdown, dict) else None
     return template if template in PROMPT_TEMPLATES else None
 
 

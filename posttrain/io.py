@@ -33,3 +33,16 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 
 def atomic_write_jsonl(path: str | os.PathLike, rows: list[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(row, default=str) + "\n" for row in rows))
+
+
+RUN_SUMMARY = "run_summary.json"
+
+
+def read_run_summary(model_dir: str | os.PathLike) -> dict:
+    """The `run_summary.json` a recipe of this project saved next to its model, or {} (none, unreadable, odd)."""
+    path = Path(model_dir).expanduser() / RUN_SUMMARY
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}

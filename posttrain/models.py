@@ -119,6 +119,38 @@ def resolve_model_name(name_or_path: str) -> str:
     return name_or_path
 
 
+# Local model folders that a make target writes: a missing one names the target that builds it.
+MAKE_TARGETS = {
+    "sft-countdown": "make sft-countdown",
+    "sft-smoltalk": "make sft-smoltalk",
+    "rm-ultrafeedback": "make rm-ultrafeedback",
+    "dpo-ultrafeedback": "make dpo-ultrafeedback",
+    "dpo-countdown": "make dpo-countdown",
+}
+
+
+def missing_local_model_hint(name_or_path: str) -> str | None:
+    """A clear message when a local-looking model path does not exist (instead of a hub lookup error), else None.
+
+    Local-looking: starts with runs/, ./, ../, / or ~, has two or more slashes, or contains a path separator and
+    its parent folder exists. A hub name such as Qwen/Qwen2.5-0.5B is not local (no folder `Qwen` here).
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    looks_local = (
+        text.startswith(("runs/", "./", "../", "/", "~"))
+        or text.count("/") >= 2
+        or (os.sep in text and path.parent.is_dir())
+    )
+    if not looks_local or path.exists():
+        return None
+    target = next((cmd for key, cmd in MAKE_TARGETS.items() if key in path.parts), None)
+    how = f"it is written by `{target}`: run that first, or" if target else "train it first, or"
+    return (
+        f"model folder {text} does not exist: {how} pass another model (a folder, a hub name, or `embedded`)."
+    )
+
+
 def _hub_error(name: str, exc: Exception) -> ModelNotAvailableError:
     return ModelNotAvailableError(
         f"Could not load model {name!r}: {type(exc).__name__}: {exc}\n"

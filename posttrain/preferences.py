@@ -482,33 +482,6 @@ def model_identity(model: str, revision: str | None = None) -> dict:
     }
 
 
-# Local model folders that a make target writes: a missing one names the target that builds it.
-MAKE_TARGETS = {
-    "sft-countdown": "make sft-countdown",
-    "sft-smoltalk": "make sft-smoltalk",
-    "rm-ultrafeedback": "make rm-ultrafeedback",
-    "dpo-ultrafeedback": "make dpo-ultrafeedback",
-    "dpo-countdown": "make dpo-countdown",
-}
-
-
-def missing_model_message(model: str) -> str | None:
-    """A clear message when `model` looks like a local folder that does not exist (else None).
-
-    Local-looking: starts with runs/, ./, ../ or /, or contains a path separator and its parent folder exists.
-    A hub name such as Qwen/Qwen2.5-0.5B is not local (no folder `Qwen` here).
-    """
-    text = str(model)
-    path = Path(text)
-    looks_local = text.startswith(("runs/", "./", "../", "/")) or (os.sep in text and path.parent.is_dir())
-    if not looks_local or path.exists():
-        return None
-    parts = path.parts
-    target = MAKE_TARGETS.get(parts[-2]) if len(parts) >= 2 and parts[-1] == "model" else None
-    how = f"it is written by `{target}`: run that first, or" if target else "train it first, or"
-    return f"model folder {text} does not exist: {how} pass another --model (a folder, a hub name, or `embedded`)."
-
-
 def backend_versions(backend: str) -> dict[str, str | None]:
     """Versions of the libraries that sample with `backend` (part of the reuse key)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -599,9 +572,10 @@ def main(argv: Sequence[str] | None = None, *, sampler: Sampler | None = None) -
     from eval.countdown import trained_template
     from eval.sampling import SamplingParams, resolve_backend
     from posttrain.data import train_tasks
+    from posttrain.models import missing_local_model_hint
 
     args = build_parser().parse_args(argv)
-    missing = missing_model_message(args.model)
+    missing = missing_local_model_hint(args.model)
     if missing is not None:  # before anything is built or loaded
         raise SystemExit(f"error: {missing}")
     template = args.template or trained_template(args.model) or "chat"

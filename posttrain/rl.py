@@ -41,7 +41,7 @@ from urllib.parse import urlparse, urlunparse
 from transformers import TrainerCallback
 from trl import GRPOConfig, RLOOConfig
 
-from posttrain.io import atomic_write_jsonl
+from posttrain.io import atomic_write_jsonl, read_run_summary
 from posttrain.runtime import logger
 
 COUNTDOWN_DATASETS = (None, "", "countdown")
@@ -283,22 +283,12 @@ def task_reward_problems(task: str | None, reward_names: Sequence[str]) -> list[
     return []
 
 
-def start_model_summary(model_name: str) -> dict:
-    """The start model's run_summary.json (a model trained by a recipe of this project), or {}."""
-    path = Path(model_name).expanduser() / "run_summary.json"
-    try:
-        summary = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
-
-
 def think_format_problems(model_name: str, reward_names: Sequence[str]) -> list[str]:
     """Format rewards that cannot fit the start model's output: `format` / `tag_count` reward a <think> block,
     pointless for a model trained to answer directly; `answer_format` rewards a bare answer, which a model
     trained to think first never writes. Judged from the start model's run_summary.json (models of this project)."""
     chosen = [name for name in reward_names if name in THINK_REWARDS]
-    countdown = (start_model_summary(model_name).get("args") or {}).get("countdown") or {}
+    countdown = (read_run_summary(model_name).get("args") or {}).get("countdown") or {}
     if not isinstance(countdown, dict):
         return []
     if "answer_format" in reward_names and countdown.get("warmstart_think") is True:

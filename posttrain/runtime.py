@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.io import atomic_write_json
-from posttrain.models import EMBEDDED_MODEL_NAME, resolve_model_name
+from posttrain.models import EMBEDDED_MODEL_NAME, missing_local_model_hint, resolve_model_name
 
 logger = logging.getLogger("posttrain")
 
@@ -174,25 +174,6 @@ def resume_checkpoint(training_args, identity: dict[str, Any]) -> str | None:
 
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def missing_local_model_hint(name_or_path: str) -> str | None:
-    """A clear message when a local-looking model path does not exist (instead of a hub lookup error)."""
-    text = str(name_or_path)
-    looks_local = text.startswith(("runs/", "./", "../", "/", "~")) or text.count("/") >= 2
-    if not looks_local or Path(text).expanduser().exists():
-        return None
-    targets = {
-        "sft-countdown": "make sft-countdown",
-        "sft-smoltalk": "make sft-smoltalk",
-        "rm-ultrafeedback": "make rm-ultrafeedback",
-        "dpo-ultrafeedback": "make dpo-ultrafeedback",
-    }
-    target = next((cmd for key, cmd in targets.items() if key in text), None)
-    how = f"it is written by `{target}`: run that first, or" if target else "train it first, or"
-    return (
-        f"model folder {text} does not exist: {how} pass another model (a folder, a hub name, or `embedded`)."
-    )
 
 
 def prepare_model_args(model_args, training_args) -> str:
