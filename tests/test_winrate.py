@@ -330,7 +330,21 @@ def test_cli_offline_self_comparison_counts_ties(tmp_path, tiny_model_dir, tiny_
 FAULTS = ("429", "500", "timeout", "garbage_html", "garbage_json", "drop")
 
 
-class FaultyRewardServer:
+class _LocalServer:
+    """A real HTTP server on 127.0.0.1 (an ephemeral port) in a daemon thread; `url` ends in /v1."""
+
+    def _serve(self, handler) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FaultyRewardServer(_LocalServer):
     """Scores ``len(response)``; each conversation first suffers its scripted faults, then succeeds once.
 
     Conversations whose response contains "ALWAYS-BAD" get garbage forever. Counts successes per conversation.
@@ -394,14 +408,7 @@ class FaultyRewardServer:
                     }
                     self._send(200, json.dumps(payload).encode())
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 def test_fault_injection_every_item_scored_or_failed_and_nothing_twice(tmp_path, tiny_model_dir):
@@ -472,7 +479,7 @@ def test_fault_injection_every_item_scored_or_failed_and_nothing_twice(tmp_path,
     assert second["n_failed"] == 1 and second["wins"] == first["wins"]
 
 
-class _StatusServer:
+class _StatusServer(_LocalServer):
     def __init__(self, status: int):
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -489,14 +496,8 @@ class _StatusServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._serve(Handler)
         self.httpd.hits = 0
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 MSGS = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
@@ -565,7 +566,7 @@ def test_unparseable_body_is_retried_once_only():
 # ----------------------------------------------------------------------------------------------------------
 
 
-class _ModelsServer:
+class _ModelsServer(_LocalServer):
     """Answers GET /v1/models with the given ids (a shared endpoint lists many); POSTs are counted, not scored."""
 
     def __init__(self, ids: list[str]):
@@ -592,13 +593,7 @@ class _ModelsServer:
                 outer.posts += 1
                 self._json(500, {"error": {"message": "not a reward model"}})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 def test_auto_reward_model_needs_exactly_one_listed_model(tmp_path, tiny_model_dir):
