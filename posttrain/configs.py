@@ -48,6 +48,16 @@ class CountdownArguments:
     countdown_num_numbers: list[int] = field(
         default_factory=lambda: [3], metadata={"help": "How many numbers per task, e.g. [3] or [3, 4]."}
     )
+    countdown_validation_size: int = field(
+        default=200,
+        metadata={
+            "help": "Validation tasks for choosing checkpoints during training (posttrain.data.validation_tasks: "
+            "held-out space, disjoint from the evaluation tasks); 0 turns validation off."
+        },
+    )
+    countdown_validation_steps: int = field(
+        default=10, metadata={"help": "RL: greedy validation accuracy every this many steps."}
+    )
     countdown_min_number: int = field(default=1, metadata={"help": "Smallest number in a task."})
     countdown_max_number: int = field(default=30, metadata={"help": "Largest number in a task."})
     countdown_min_target: int = field(default=10, metadata={"help": "Smallest target."})
@@ -81,9 +91,14 @@ class CountdownArguments:
             raise ValueError(
                 f"prompt_template={self.prompt_template!r} is not known; use one of {sorted(PROMPT_TEMPLATES)}."
             )
-        for name in ("countdown_train_size", "countdown_test_size"):
+        for name in ("countdown_train_size", "countdown_test_size", "countdown_validation_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.countdown_validation_steps < 1:
+            raise ValueError(
+                f"countdown_validation_steps must be >= 1, got {self.countdown_validation_steps} "
+                "(fix: --countdown_validation_steps 10, or --countdown_validation_size 0 to turn validation off)."
+            )
         if not self.countdown_num_numbers or any(n < 2 or n > 6 for n in self.countdown_num_numbers):
             raise ValueError(
                 f"countdown_num_numbers={self.countdown_num_numbers} must list sizes between 2 and 6, e.g. [3, 4]."

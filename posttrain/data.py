@@ -144,3 +144,22 @@ def load_sft_dataset(script_args, countdown_args):
         f"offline), use {WARMSTART_HUB!r} or {COUNTDOWN_HUB_ID!r} (Countdown, both need the hub), or "
         f"{SMOLTALK_HUB_ID!r} / {FIXTURE_NAME!r} (chat SFT; the fixture is offline)."
     )
+
+
+# Evaluation sets are prefixes of `heldout_tasks(n, seed=DEFAULT_TASK_SEED)`; validation tasks skip this many of
+# them, so a validation set never overlaps any evaluation of up to this size.
+VALIDATION_EXCLUDES_FIRST = 1000
+VALIDATION_SEED_OFFSET = 1
+
+
+def validation_tasks(
+    n: int, *, seed: int = DEFAULT_TASK_SEED, exclude_first: int = VALIDATION_EXCLUDES_FIRST, **gen_kwargs
+) -> list[CountdownTask]:
+    """Tasks for choosing checkpoints during training: held-out space (never trained on), another generator
+    seed than the evaluation, and none of the first `exclude_first` evaluation tasks of `seed`."""
+    test_keys = {canonical_key(t.target, t.nums) for t in heldout_tasks(exclude_first, seed=seed, **gen_kwargs)}
+    pool = heldout_tasks(n + exclude_first, seed=seed + VALIDATION_SEED_OFFSET, **gen_kwargs)
+    tasks = [t for t in pool if canonical_key(t.target, t.nums) not in test_keys]
+    if len(tasks) < n:
+        raise ValueError(f"only {len(tasks)} validation tasks are left after removing the evaluation tasks")
+    return tasks[:n]
