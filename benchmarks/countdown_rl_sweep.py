@@ -341,13 +341,13 @@ def train_dpo(
     outs = sample(model, tokenizer, tasks, template, k=spec["k"], temp=spec["temp"], seed=spec["seed"])
     rows = []
     for task, prompt, g, samples in zip(tasks, prompts, greedy, outs, strict=True):
-        ok = lambda c: score(c, task.target, list(task.nums)) == 1.0  # noqa: E731
-        formatted_wrong = [c for c in samples if 0 < score(c, task.target, list(task.nums)) < 1.0]
-        if ok(g):
+        rewards = [score(c, task.target, list(task.nums)) for c in samples]
+        formatted_wrong = [c for c, r in zip(samples, rewards, strict=True) if 0 < r < 1.0]
+        if score(g, task.target, list(task.nums)) == 1.0:
             if formatted_wrong:
                 rows.append((prompt, g, formatted_wrong[0]))
         else:
-            right = [c for c in samples if ok(c)]
+            right = [c for c, r in zip(samples, rewards, strict=True) if r == 1.0]
             if right:
                 rows.append((prompt, max(set(right), key=right.count), g))
     records = [

@@ -60,8 +60,8 @@ def compare_paired(
     b = [float(x) for x in before]
     a = [float(x) for x in after]
     n = len(b)
-    gained = sum(x > y for x, y in zip(a, b))
-    lost = sum(x < y for x, y in zip(a, b))
+    gained = sum(x > y for x, y in zip(a, b, strict=True))
+    lost = sum(x < y for x, y in zip(a, b, strict=True))
     lo, hi = paired_bootstrap(b, a, n_boot=n_boot, seed=seed)
     return {
         "n_tasks": n,
