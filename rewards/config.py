@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from rewards.registry import is_finite_number, validate_reward_names
+from rewards.reward_model import TRUNCATION_SIDES
 
 JUDGE_RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 REWARD_MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
-TRUNCATION_SIDES = ("left", "right")
 # The fields that configure each configurable reward; without the prefix they are the keywords of its factory
 # in `rewards.registry.REWARDS` (judge_timeout_s -> LLMJudgeReward(timeout_s=...)).
 SETTINGS_PREFIXES = {"overlong": "overlong_", "reward_model": "reward_model_", "llm_judge": "judge_"}

@@ -129,6 +129,9 @@ def render(prompt: Any, completion: Any, tokenizer: Any) -> str:
     return "\n".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
 
 
+TRUNCATION_SIDES = ("left", "right")  # left keeps the end of the conversation, where the score is read
+
+
 class RewardModelReward:
     """Callable TRL reward scoring prompt + completion with a sequence-classification reward model."""
 
@@ -143,7 +146,7 @@ class RewardModelReward:
         device: str | None = None,
         clip: float | None = 50.0,
     ) -> None:
-        if truncation_side not in ("left", "right"):
+        if truncation_side not in TRUNCATION_SIDES:
             raise ValueError(f"reward_model_truncation_side must be left or right, got {truncation_side!r}")
         if clip is not None and not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"reward_model_clip must be a finite number > 0 or None, got {clip!r}")
