@@ -2,10 +2,10 @@
 
 from rewards.countdown import countdown_reward, countdown_strict_reward, is_correct, score
 from rewards.format import completion_text, extract_answer, format_reward, tag_count_reward
-from rewards.registry import REWARD_FUNCS, get_reward_funcs, register_reward
+from rewards.registry import REWARDS, get_reward_funcs, register_reward
 
 __all__ = [
-    "REWARD_FUNCS",
+    "REWARDS",
     "completion_text",
     "countdown_reward",
     "countdown_strict_reward",

@@ -14,13 +14,18 @@ that holds it (default `JUDGE_API_KEY`), so the key never lands in a YAML file, 
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from rewards.registry import is_finite_number, validate_reward_names
+from rewards.reward_model import TRUNCATION_SIDES
 
 JUDGE_RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 REWARD_MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
-TRUNCATION_SIDES = ("left", "right")
+# The fields that configure each configurable reward; without the prefix they are the keywords of its factory
+# in `rewards.registry.REWARDS` (judge_timeout_s -> LLMJudgeReward(timeout_s=...)).
+SETTINGS_PREFIXES = {"overlong": "overlong_", "reward_model": "reward_model_", "llm_judge": "judge_"}
 # A conventional environment variable name. Anything else in judge_api_key_env is refused without being echoed.
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 # How common API keys begin (OpenAI/Anthropic sk-, Hugging Face hf_, NVIDIA nvapi-, Groq gsk_, xAI xai-, ...).
@@ -173,9 +178,22 @@ class RewardArguments:
         },
     )
 
-    def __post_init__(self) -> None:
-        from rewards.registry import validate_reward_names
+    def reward_settings(self, name: str, max_completion_length: int | None = None) -> dict[str, Any]:
+        """The keywords for reward ``name``'s factory (none for a fixed reward). ``overlong`` without
+        ``overlong_max_length`` takes the trainer's ``max_completion_length``."""
+        prefix = SETTINGS_PREFIXES.get(name)
+        if prefix is None:
+            return {}
+        settings = {
+            f.name.removeprefix(prefix): getattr(self, f.name)
+            for f in fields(self)
+            if f.name.startswith(prefix)
+        }
+        if name == "overlong" and settings["max_length"] is None:
+            settings["max_length"] = max_completion_length
+        return settings
 
+    def __post_init__(self) -> None:
         self.reward_funcs = validate_reward_names(self.reward_funcs, field_name="reward_funcs")
         names = set(self.reward_funcs)
 
@@ -188,7 +206,7 @@ class RewardArguments:
 
         def finite(name: str, minimum: float | None = None, maximum: float | None = None) -> float:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not is_finite_number(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
             if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
                 raise ValueError(f"{name} must be within [{minimum}, {maximum}], got {value!r}.")

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from rewards.format import completion_text, extract_answer
+from rewards.format import check_batch, completion_text, extract_answer
 
 __all__ = [
     "completion_text",
@@ -226,6 +226,9 @@ def score(completion: str, target: int, nums: list[int], *, strict: bool = False
 def _batch(
     completions: Sequence[Any], target: Sequence[Any], nums: Sequence[Any], strict: bool
 ) -> list[float]:
+    check_batch(
+        "countdown_strict" if strict else "countdown", completions=completions, target=target, nums=nums
+    )
     # A length mismatch is a caller/config bug (not model output), so it is loud rather than silently zero.
     if len(target) != len(completions) or len(nums) != len(completions):
         raise ValueError(

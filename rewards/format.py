@@ -1,7 +1,8 @@
 """Completion-text helpers and format-shaping rewards for the <think>/<answer> protocol.
 
 Everything here treats model output as untrusted: only linear-time ``str`` methods (find/rfind/count),
-no regexes with backtracking, and no function raises on odd input types.
+no regexes with backtracking, and no function raises on odd completions. A batch that is not a list is a
+caller's bug, not model output: ``check_batch`` stops it with a message naming the argument.
 """
 
 from __future__ import annotations
@@ -12,6 +13,20 @@ from typing import Any
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 _TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+
+
+def check_batch(reward: str, **batches: Any) -> None:
+    """TypeError naming the argument unless each of ``batches`` is a list (or tuple), one entry per completion.
+
+    TRL passes every reward lists; anything else (None, a single string, a dict) would otherwise be scored
+    character by character, silently return ``[]``, or fail deep inside the reward.
+    """
+    for argument, value in batches.items():
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(
+                f"{reward} reward: {argument} must be a list with one entry per completion (as TRL passes it), "
+                f"got {type(value).__name__}"
+            )
 
 
 def _content_text(content: Any) -> str:
@@ -128,10 +143,11 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     If TRL's ``prompts`` kwarg shows the prompt already ends with ``<think>``, the completion is checked as
     if it started with that tag.
     """
+    check_batch("format", completions=completions)
     try:
         texts = _texts_with_prompts(completions, kwargs.get("prompts"))
     except Exception:  # noqa: BLE001 - rewards must never crash training
-        return [0.0] * _safe_len(completions)
+        return [0.0] * len(completions)
     return [1.0 if has_think_answer_format(text) else 0.0 for text in texts]
 
 
@@ -142,6 +158,7 @@ def answer_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[floa
     show the prompt already opened ``<think>`` (the "base" template), the completion may close it first:
     ``</think> <answer>...</answer>`` is what a direct-answer model writes after such a prompt.
     """
+    check_batch("answer_format", completions=completions)
     try:
         prompts = kwargs.get("prompts")
         use_prompts = isinstance(prompts, (list, tuple)) and len(prompts) == len(completions)
@@ -152,21 +169,15 @@ def answer_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[floa
                 text = text.lstrip()[len(THINK_CLOSE) :]
             texts.append(text)
     except Exception:  # noqa: BLE001 - rewards must never crash training
-        return [0.0] * _safe_len(completions)
+        return [0.0] * len(completions)
     return [1.0 if has_answer_only_format(text) else 0.0 for text in texts]
 
 
 def tag_count_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """Soft shaping: 0.25 for each of ``<think>``, ``</think>``, ``<answer>``, ``</answer>`` seen exactly once."""
+    check_batch("tag_count", completions=completions)
     try:
         texts = _texts_with_prompts(completions, kwargs.get("prompts"))
     except Exception:  # noqa: BLE001
-        return [0.0] * _safe_len(completions)
+        return [0.0] * len(completions)
     return [0.25 * sum(text.count(tag) == 1 for tag in _TAGS) for text in texts]
-
-
-def _safe_len(obj: Any) -> int:
-    try:
-        return len(obj)
-    except Exception:  # noqa: BLE001
-        return 0

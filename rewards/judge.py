@@ -51,12 +51,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rewards.format import _content_text, completion_text
-
-if TYPE_CHECKING:
-    from rewards.config import RewardArguments
+from rewards.format import _content_text, check_batch, completion_text
 
 logger = logging.getLogger("rewards.judge")
 
@@ -463,6 +460,7 @@ class LLMJudgeReward:
         return [self.neutral_score] * len(completions), ["judge failed"] * len(completions), False
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        check_batch("llm_judge", prompts=prompts, completions=completions)
         if len(prompts) != len(completions):
             raise ValueError(f"llm_judge: {len(prompts)} prompts but {len(completions)} completions")
         groups: dict[str, list[int]] = {}
@@ -527,28 +525,3 @@ class LLMJudgeReward:
                 self.stats["failed_groups"],
                 self.stats["groups"],
             )
-
-
-def make_llm_judge_reward(
-    reward_args: RewardArguments, max_completion_length: int | None = None
-) -> LLMJudgeReward:
-    """Factory for the registry (the client connects on the first call)."""
-    if not reward_args.judge_base_url or not reward_args.judge_model:
-        raise ValueError("llm_judge needs judge_base_url and judge_model")
-    return LLMJudgeReward(
-        base_url=reward_args.judge_base_url,
-        model=reward_args.judge_model,
-        api_key_env=reward_args.judge_api_key_env,
-        timeout_s=reward_args.judge_timeout_s,
-        max_retries=reward_args.judge_max_retries,
-        backoff_s=reward_args.judge_backoff_s,
-        backoff_max_s=reward_args.judge_backoff_max_s,
-        concurrency=reward_args.judge_concurrency,
-        neutral_score=reward_args.judge_neutral_score,
-        temperature=reward_args.judge_temperature,
-        max_tokens=reward_args.judge_max_tokens,
-        max_completion_chars=reward_args.judge_max_completion_chars,
-        response_format=reward_args.judge_response_format,
-        rubric=reward_args.judge_rubric,
-        max_failed_calls=reward_args.judge_max_failed_calls,
-    )

@@ -1,48 +1,26 @@
-"""DAPO's soft overlong punishment (Yu et al. 2025, "DAPO", eq. 13) as a TRL reward function.
+"""DAPO's soft overlong punishment (Yu et al. 2025, eq. 13) as a TRL reward, computed by TRL's own
+``trl.rewards.get_soft_overlong_punishment``: 0 up to ``max_length - buffer_length`` tokens, then linear
+down to -1 at ``max_length`` and -1 beyond, here times ``penalty_factor``.
 
-With L = max length and B = buffer, a completion of n tokens gets::
-
-    0                      if n <= L - B
-    ((L - B) - n) / B      if L - B < n <= L      (linear from 0 to -1)
-    -1                     if n > L
-
-times ``penalty_factor``. Lengths are token counts from TRL's ``completion_ids`` kwarg (what GRPOTrainer and
-RLOOTrainer pass every reward function). Only when that kwarg is absent (a direct call, another trainer) is
-the length estimated from the text at ``CHARS_PER_TOKEN`` characters per token, a rough English/BPE average.
+TRL's function alone does not do the whole job, so this thin wrapper adds what the recipes rely on: the
+``overlong_penalty_factor`` scale, the logged name ``overlong_reward`` (TRL's is
+``soft_overlong_punishment_reward``; the reward curves and resumed runs key on ours), and a length for a call
+without ``completion_ids`` (a direct call, another trainer): the text at ``CHARS_PER_TOKEN`` characters per
+token, a rough English/BPE average. GRPOTrainer and RLOOTrainer always pass ``completion_ids``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rewards.format import completion_text
-
-if TYPE_CHECKING:
-    from rewards.config import RewardArguments
+from rewards.format import check_batch, completion_text
 
 CHARS_PER_TOKEN = 4.0
 
 
-def overlong_penalty(
-    n_tokens: int, max_length: int, buffer_length: int, penalty_factor: float = 1.0
-) -> float:
-    """The DAPO penalty (0 .. -penalty_factor) for a completion of ``n_tokens`` tokens."""
-    start = max_length - buffer_length
-    if n_tokens <= start:
-        return 0.0
-    if n_tokens > max_length:
-        return -penalty_factor
-    return penalty_factor * (start - n_tokens) / buffer_length
-
-
-def _length(completion: Any, ids: Any) -> int:
-    if ids is not None:
-        try:
-            return len(ids)
-        except TypeError:
-            pass
+def _length(completion: Any) -> int:
     return math.ceil(len(completion_text(completion)) / CHARS_PER_TOKEN)
 
 
@@ -60,17 +38,19 @@ class OverlongReward:
     def __call__(
         self, completions: Sequence[Any], completion_ids: Sequence[Any] | None = None, **kwargs: Any
     ) -> list[float]:
-        if completion_ids is not None and len(completion_ids) != len(completions):
-            completion_ids = None  # not one per completion: do not guess the pairing
-        return [
-            overlong_penalty(
-                _length(c, None if completion_ids is None else completion_ids[i]),
-                self.max_length,
-                self.buffer_length,
-                self.penalty_factor,
-            )
-            for i, c in enumerate(completions)
-        ]
+        # Imported here: trl.rewards costs ~0.3 s, and `import rewards` (eval, benchmarks) never needs it.
+        from trl.rewards import get_soft_overlong_punishment
+
+        check_batch("overlong", completions=completions)
+        if completion_ids is not None:
+            check_batch("overlong", completion_ids=completion_ids)
+            if len(completion_ids) != len(completions):
+                completion_ids = None  # not one per completion: do not guess the pairing
+        if completion_ids is None:
+            completion_ids = [range(_length(c)) for c in completions]  # TRL only reads len()
+        # Built per call, not stored: older TRL (setup.cfg allows >=1.10) returns a closure, which cannot be pickled.
+        punish = get_soft_overlong_punishment(self.max_length, self.buffer_length)
+        return [self.penalty_factor * value for value in punish(completion_ids)]
 
     def __repr__(self) -> str:
         return (
@@ -80,18 +60,18 @@ class OverlongReward:
 
 
 def make_overlong_reward(
-    reward_args: RewardArguments, max_completion_length: int | None = None
+    *, buffer_length: int, max_length: int | None, penalty_factor: float = 1.0
 ) -> OverlongReward:
-    """Factory for the registry: ``overlong_max_length`` or else the trainer's ``max_completion_length``."""
-    max_length = reward_args.overlong_max_length or max_completion_length
+    """Factory for the registry; ``max_length`` is ``overlong_max_length`` or else the trainer's
+    ``max_completion_length`` (see `rewards.config.RewardArguments.reward_settings`)."""
     if not max_length:
         raise ValueError(
             "overlong needs a max length: set overlong_max_length, or pass the trainer's max_completion_length "
             "to build_reward_funcs"
         )
-    if reward_args.overlong_buffer_length > max_length:
+    if buffer_length > max_length:
         raise ValueError(
-            f"overlong_buffer_length={reward_args.overlong_buffer_length} is longer than the max length "
-            f"{max_length}; use a buffer below it (DAPO: 4096 of 20480 tokens, i.e. ~20%)"
+            f"overlong_buffer_length={buffer_length} is longer than the max length {max_length}; use a buffer "
+            f"below it (DAPO: 4096 of 20480 tokens, i.e. ~20%)"
         )
-    return OverlongReward(max_length, reward_args.overlong_buffer_length, reward_args.overlong_penalty_factor)
+    return OverlongReward(max_length, buffer_length, penalty_factor)

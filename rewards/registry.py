@@ -1,35 +1,63 @@
-"""Name -> reward-function registry used by the recipes (``reward_funcs: [countdown, format]`` in YAML).
+"""The reward registry: one plain mapping from the names in ``reward_funcs`` to factories.
 
-Two kinds of entries:
-
-- ``REWARD_FUNCS``: ready-to-use TRL reward callables (``countdown``, ``countdown_strict``, ``format``,
-  ``answer_format``, ``tag_count``), added with ``@register_reward("name")`` and returned as-is by ``get_reward_funcs``.
-- ``REWARD_FACTORIES``: configurable rewards (``overlong``, ``reward_model``, ``llm_judge``), added with
-  ``register_reward_factory("name")``. A factory takes ``(reward_args, max_completion_length)`` and returns
-  the callable; ``build_reward_funcs`` builds them from `rewards.config.RewardArguments`.
-
-Every callable has a ``__name__`` (TRL logs ``rewards/<__name__>/mean``). The RL recipes call
-``check_reward_weights`` before loading any model, then ``build_reward_funcs``.
+A factory takes the reward's own settings as keywords and returns a TRL reward callable. The five fixed rewards
+(``countdown``, ``countdown_strict``, ``format``, ``answer_format``, ``tag_count``) take none; ``overlong``,
+``reward_model`` and ``llm_judge`` take theirs, which `rewards.config.RewardArguments.reward_settings` reads
+from the YAML (``overlong_*``, ``reward_model_*``, ``judge_*`` with the prefix dropped). Every callable has a
+``__name__`` (TRL logs ``rewards/<__name__>/mean``). The RL recipes call ``check_reward_weights`` before
+loading any model, then ``build_reward_funcs``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from rewards.countdown import countdown_reward, countdown_strict_reward
 from rewards.format import answer_format_reward, format_reward, tag_count_reward
-
-if TYPE_CHECKING:
-    from rewards.config import RewardArguments
+from rewards.judge import LLMJudgeReward
+from rewards.overlong import make_overlong_reward
+from rewards.reward_model import make_reward_model_reward
 
 RewardFunc = Callable[..., Any]
 RewardFactory = Callable[..., RewardFunc]
 F = TypeVar("F", bound=RewardFunc)
 
-REWARD_FUNCS: dict[str, RewardFunc] = {}
-REWARD_FACTORIES: dict[str, RewardFactory] = {}
+
+def fixed(func: RewardFunc) -> RewardFactory:
+    """The factory of a reward without settings: it returns ``func`` itself."""
+
+    def factory() -> RewardFunc:
+        return func
+
+    return factory
+
+
+REWARDS: dict[str, RewardFactory] = {
+    "countdown": fixed(countdown_reward),
+    "countdown_strict": fixed(countdown_strict_reward),
+    "format": fixed(format_reward),
+    "answer_format": fixed(answer_format_reward),
+    "tag_count": fixed(tag_count_reward),
+    "overlong": make_overlong_reward,
+    "reward_model": make_reward_model_reward,
+    "llm_judge": LLMJudgeReward,
+}
+
+
+class RewardConfig(Protocol):
+    """What ``build_reward_funcs`` needs of its argument (`rewards.config.RewardArguments`)."""
+
+    reward_funcs: list[str]
+
+    def reward_settings(self, name: str, max_completion_length: int | None = None) -> dict[str, Any]: ...
+
+
+def needs_settings(name: str) -> bool:
+    """Whether the reward ``name`` is configurable (its factory takes settings) rather than fixed."""
+    return bool(inspect.signature(REWARDS[name]).parameters)
 
 
 def _check_name(name: str) -> None:
@@ -37,29 +65,31 @@ def _check_name(name: str) -> None:
         raise ValueError(f"reward name must be a non-empty string, got {name!r}")
 
 
+def _add(name: str, factory: RewardFactory, reward: RewardFunc | None = None) -> None:
+    existing = REWARDS.get(name)
+    if existing is None or existing is factory:
+        REWARDS[name] = factory
+    elif reward is None or needs_settings(name) or existing() is not reward:  # the same reward again is fine
+        raise ValueError(f"reward {name!r} is already registered; pick another name")
+
+
 def register_reward(name: str) -> Callable[[F], F]:
-    """Decorator adding a reward callable under ``name``; re-registering a different object is an error."""
+    """Decorator adding a TRL reward callable without settings under ``name``."""
     _check_name(name)
 
     def decorator(func: F) -> F:
-        existing = REWARD_FUNCS.get(name) or REWARD_FACTORIES.get(name)
-        if existing is not None and existing is not func:
-            raise ValueError(f"reward {name!r} is already registered to {existing!r}")
-        REWARD_FUNCS[name] = func
+        _add(name, fixed(func), reward=func)
         return func
 
     return decorator
 
 
 def register_reward_factory(name: str) -> Callable[[RewardFactory], RewardFactory]:
-    """Decorator adding ``factory(reward_args, max_completion_length) -> reward callable`` under ``name``."""
+    """Decorator adding ``factory(**settings) -> reward callable`` under ``name``."""
     _check_name(name)
 
     def decorator(factory: RewardFactory) -> RewardFactory:
-        existing = REWARD_FUNCS.get(name) or REWARD_FACTORIES.get(name)
-        if existing is not None and existing is not factory:
-            raise ValueError(f"reward {name!r} is already registered to {existing!r}")
-        REWARD_FACTORIES[name] = factory
+        _add(name, factory)
         return factory
 
     return decorator
@@ -67,7 +97,7 @@ def register_reward_factory(name: str) -> Callable[[RewardFactory], RewardFactor
 
 def reward_names() -> list[str]:
     """Every valid name in ``reward_funcs``, sorted."""
-    return sorted({*REWARD_FUNCS, *REWARD_FACTORIES})
+    return sorted(REWARDS)
 
 
 def _split_names(names: Sequence[str] | str | None) -> list[str]:
@@ -86,9 +116,11 @@ def _split_names(names: Sequence[str] | str | None) -> list[str]:
 
 def _unknown_message(name: str, field_name: str | None = None) -> str:
     where = f"{field_name}: " if field_name else ""
+    fixed_names = [n for n in reward_names() if not needs_settings(n)]
+    configurable = [n for n in reward_names() if needs_settings(n)]
     return (
-        f"{where}unknown reward function {name!r}; valid names: {', '.join(sorted(REWARD_FUNCS))}"
-        f" (configurable, built by build_reward_funcs: {', '.join(sorted(REWARD_FACTORIES))})"
+        f"{where}unknown reward function {name!r}; valid names: {', '.join(fixed_names)}"
+        f" (configurable, built by build_reward_funcs: {', '.join(configurable)})"
     )
 
 
@@ -102,7 +134,7 @@ def validate_reward_names(
             f"{field_name} is empty; name at least one reward function, e.g. [countdown, format]"
         )
     for name in out:
-        if name not in REWARD_FUNCS and name not in REWARD_FACTORIES:
+        if name not in REWARDS:
             raise ValueError(_unknown_message(name, field_name))
     repeated = sorted({n for n in out if out.count(n) > 1})
     if repeated:
@@ -114,21 +146,26 @@ def validate_reward_names(
 
 
 def get_reward_funcs(names: Sequence[str] | str) -> list[RewardFunc]:
-    """Ready-made reward callables for ``names`` in order (a comma-separated string is accepted too).
+    """Reward callables for fixed ``names`` in order (a comma-separated string is accepted too).
 
-    Configurable rewards (``REWARD_FACTORIES``) need settings: use ``build_reward_funcs`` for them.
+    Configurable rewards need settings: use ``build_reward_funcs`` for them.
     """
     funcs = []
     for name in _split_names(names):
-        if name in REWARD_FACTORIES:
+        if name not in REWARDS:
+            raise ValueError(_unknown_message(name))
+        if needs_settings(name):
             raise ValueError(
                 f"reward function {name!r} needs settings; build it with "
                 f"rewards.registry.build_reward_funcs(RewardArguments(reward_funcs=[...]))"
             )
-        if name not in REWARD_FUNCS:
-            raise ValueError(_unknown_message(name))
-        funcs.append(REWARD_FUNCS[name])
+        funcs.append(REWARDS[name]())
     return funcs
+
+
+def is_finite_number(value: Any) -> bool:
+    """A real int or float (not a bool) that is neither NaN nor infinite."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def check_reward_weights(names: Sequence[str] | str, weights: Sequence[float] | None) -> None:
@@ -144,14 +181,14 @@ def check_reward_weights(names: Sequence[str] | str, weights: Sequence[float] | 
             f"reward_weights for all 1.0)"
         )
     for name, weight in zip(names, weights, strict=True):
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        if not is_finite_number(weight):
             raise ValueError(
                 f"reward_weights: the weight of {name!r} must be a finite number, got {weight!r}"
             )
 
 
 def build_reward_funcs(
-    reward_args: RewardArguments, *, max_completion_length: int | None = None
+    reward_args: RewardConfig, *, max_completion_length: int | None = None
 ) -> list[RewardFunc]:
     """The callables for ``reward_args.reward_funcs``, in order, ready for ``GRPOTrainer(reward_funcs=...)``.
 
@@ -160,28 +197,8 @@ def build_reward_funcs(
     """
     funcs = []
     for name in validate_reward_names(reward_args.reward_funcs):
-        if name in REWARD_FACTORIES:
-            func = REWARD_FACTORIES[name](reward_args, max_completion_length)
-        else:
-            func = REWARD_FUNCS[name]
+        func = REWARDS[name](**reward_args.reward_settings(name, max_completion_length))
         if not getattr(func, "__name__", None):
             raise TypeError(f"reward {name!r} built {func!r} without a __name__ (TRL logs rewards by it)")
         funcs.append(func)
     return funcs
-
-
-register_reward("countdown")(countdown_reward)
-register_reward("countdown_strict")(countdown_strict_reward)
-register_reward("format")(format_reward)
-register_reward("answer_format")(answer_format_reward)
-register_reward("tag_count")(tag_count_reward)
-
-# Configurable rewards. Their modules import torch / transformers / openai only when a reward is built or
-# called, so importing the registry stays cheap.
-from rewards.judge import make_llm_judge_reward  # noqa: E402
-from rewards.overlong import make_overlong_reward  # noqa: E402
-from rewards.reward_model import make_reward_model_reward  # noqa: E402
-
-register_reward_factory("overlong")(make_overlong_reward)
-register_reward_factory("reward_model")(make_reward_model_reward)
-register_reward_factory("llm_judge")(make_llm_judge_reward)

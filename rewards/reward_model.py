@@ -27,12 +27,9 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rewards.format import _content_text, completion_text
-
-if TYPE_CHECKING:
-    from rewards.config import RewardArguments
+from rewards.format import _content_text, check_batch, completion_text
 
 logger = logging.getLogger("rewards.reward_model")
 
@@ -132,6 +129,9 @@ def render(prompt: Any, completion: Any, tokenizer: Any) -> str:
     return "\n".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
 
 
+TRUNCATION_SIDES = ("left", "right")  # left keeps the end of the conversation, where the score is read
+
+
 class RewardModelReward:
     """Callable TRL reward scoring prompt + completion with a sequence-classification reward model."""
 
@@ -146,7 +146,7 @@ class RewardModelReward:
         device: str | None = None,
         clip: float | None = 50.0,
     ) -> None:
-        if truncation_side not in ("left", "right"):
+        if truncation_side not in TRUNCATION_SIDES:
             raise ValueError(f"reward_model_truncation_side must be left or right, got {truncation_side!r}")
         if clip is not None and not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"reward_model_clip must be a finite number > 0 or None, got {clip!r}")
@@ -211,6 +211,7 @@ class RewardModelReward:
         return scores
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        check_batch("reward_model", prompts=prompts, completions=completions)
         if len(prompts) != len(completions):
             raise ValueError(f"reward_model: {len(prompts)} prompts but {len(completions)} completions")
         if not completions:
@@ -219,17 +220,23 @@ class RewardModelReward:
 
 
 def make_reward_model_reward(
-    reward_args: RewardArguments, max_completion_length: int | None = None
+    *,
+    path: str | None,
+    batch_size: int = 8,
+    max_length: int = 1024,
+    truncation_side: str = "left",
+    dtype: str = "auto",
+    clip: float | None = 50.0,
 ) -> RewardModelReward:
-    """Factory for the registry (nothing loads until the first call)."""
-    if not reward_args.reward_model_path:
+    """Factory for the registry (the ``reward_model_*`` settings; nothing loads until the first call)."""
+    if not path:
         raise ValueError("reward_model needs reward_model_path (a reward model folder)")
-    _check_folder(reward_args.reward_model_path)
+    _check_folder(path)
     return RewardModelReward(
-        reward_args.reward_model_path,
-        batch_size=reward_args.reward_model_batch_size,
-        max_length=reward_args.reward_model_max_length,
-        truncation_side=reward_args.reward_model_truncation_side,
-        dtype=reward_args.reward_model_dtype,
-        clip=reward_args.reward_model_clip,
+        path,
+        batch_size=batch_size,
+        max_length=max_length,
+        truncation_side=truncation_side,
+        dtype=dtype,
+        clip=clip,
     )

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import rewards
 from rewards.format import answer_format_reward, format_reward, tag_count_reward
-from rewards.registry import REWARD_FUNCS, get_reward_funcs, register_reward
+from rewards.registry import REWARDS, get_reward_funcs, needs_settings, register_reward
 
 GOOD = "<think>\n44 + 35 = 79, 79 + 19 = 98\n</think>\n<answer> (44 + 35) + 19 </answer>"
 
@@ -171,7 +171,7 @@ def test_format_levels_property(parts: list[str]) -> None:
 
 
 def test_registry_names_and_order() -> None:
-    assert {"countdown", "countdown_strict", "format", "answer_format", "tag_count"} <= set(REWARD_FUNCS)
+    assert {"countdown", "countdown_strict", "format", "answer_format", "tag_count"} <= set(REWARDS)
     funcs = get_reward_funcs(["format", "countdown", "tag_count", "countdown_strict"])
     assert [f.__name__ for f in funcs] == [
         "format_reward",
@@ -179,7 +179,7 @@ def test_registry_names_and_order() -> None:
         "tag_count_reward",
         "countdown_strict_reward",
     ]
-    assert get_reward_funcs("countdown, format") == [REWARD_FUNCS["countdown"], REWARD_FUNCS["format"]]
+    assert get_reward_funcs("countdown, format") == [REWARDS["countdown"](), REWARDS["format"]()]
     assert get_reward_funcs([]) == []
 
 
@@ -188,7 +188,7 @@ def test_registry_unknown_name() -> None:
         get_reward_funcs(["countdown", "accuracy"])
     message = str(info.value)
     assert "'accuracy'" in message
-    assert ", ".join(sorted(REWARD_FUNCS)) in message
+    assert ", ".join(sorted(n for n in REWARDS if not needs_settings(n))) in message
 
 
 def test_register_reward() -> None:
@@ -204,7 +204,7 @@ def test_register_reward() -> None:
         with pytest.raises(ValueError):
             register_reward("")
     finally:
-        REWARD_FUNCS.pop("_test_constant", None)
+        REWARDS.pop("_test_constant", None)
 
 
 def test_package_reexports() -> None:

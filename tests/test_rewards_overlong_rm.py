@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from rewards.config import RewardArguments
-from rewards.overlong import CHARS_PER_TOKEN, OverlongReward, overlong_penalty
+from rewards.overlong import CHARS_PER_TOKEN, OverlongReward
 from rewards.registry import (
-    REWARD_FACTORIES,
-    REWARD_FUNCS,
+    REWARDS,
     build_reward_funcs,
     check_reward_weights,
     get_reward_funcs,
+    needs_settings,
     reward_names,
 )
 
@@ -36,7 +36,7 @@ def test_all_rewards_registered() -> None:
             "llm_judge",
         ]
     )
-    assert set(REWARD_FACTORIES) == {"overlong", "reward_model", "llm_judge"}
+    assert {n for n in REWARDS if needs_settings(n)} == {"overlong", "reward_model", "llm_judge"}
 
 
 def test_reward_arguments_do_not_collide_with_trl_fields() -> None:
@@ -167,7 +167,7 @@ def test_get_reward_funcs_refuses_configurable_names() -> None:
         get_reward_funcs(["overlong"])
     with pytest.raises(ValueError, match=r"'bogus'.*configurable.*llm_judge, overlong, reward_model"):
         get_reward_funcs(["bogus"])
-    assert "overlong" not in REWARD_FUNCS
+    assert needs_settings("overlong") and not needs_settings("countdown")
 
 
 # ---------------------------------------------------------------- overlong
@@ -187,10 +187,9 @@ def test_get_reward_funcs_refuses_configurable_names() -> None:
     ],
 )
 def test_overlong_penalty_shape(n: int, expected: float) -> None:
-    assert overlong_penalty(n, max_length=100, buffer_length=20) == pytest.approx(expected)
-    assert overlong_penalty(n, max_length=100, buffer_length=20, penalty_factor=0.5) == pytest.approx(
-        expected / 2
-    )
+    assert OverlongReward(100, 20)(["x"], completion_ids=[[1] * n]) == pytest.approx([expected])
+    half = OverlongReward(100, 20, penalty_factor=0.5)
+    assert half(["x"], completion_ids=[[1] * n]) == pytest.approx([expected / 2])
 
 
 def test_overlong_reward_uses_completion_ids() -> None:
