@@ -23,7 +23,9 @@ TRAIN = train_tasks(5, seed=7)
 
 
 def _recipe(algo: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{algo}_heldout", REPO / "recipes" / algo / "run.py")
+    spec = importlib.util.spec_from_file_location(
+        f"recipe_{algo}_heldout", REPO / "recipes" / algo / "run.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -161,7 +163,7 @@ def _evaluated_tasks(monkeypatch, tmp_path: Path, *args: str) -> list[dict]:
     "args, n",
     [
         ((), 200),  # the CLI's defaults
-        (("--n_tasks", "200", "--seed", "1234", "--template", "short", "--max_new_tokens", "48"), 200),  # make's
+        (("--n_tasks", "200", "--seed", "1234", "--template", "short"), 200),  # make eval-countdown's
         (("--n_tasks", "50", "--num_numbers", "4"), 50),  # sft-countdown's 4-number evaluation
         (("--n_tasks", "30", "--seed", "99", "--max_number", "50"), 30),
     ],
