@@ -72,8 +72,6 @@ FINGERPRINT_FILES = (
 FINGERPRINT_HASH_LIMIT = 64 * 1024 * 1024  # files up to this size are hashed by content, larger ones by stat
 DEFAULT_RESULT_TIMEOUT_S = 120.0
 
-__all__ = ["RewardModelError", "RewardScorer", "RewardServer", "create_app", "model_fingerprint"]
-
 
 class RequestError(ValueError):
     def __init__(
@@ -283,14 +281,13 @@ def completion_body(model: str, reward: float, prompt_tokens: int) -> dict[str, 
 
 
 async def read_json_body(request: Request, timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> dict[str, Any]:
-    """The request's JSON object: one Content-Length, at most `MAX_BODY_BYTES`, arriving within ``timeout_s``."""
-    lengths = [v for k, v in request.headers.raw if k.lower() == b"content-length"]
-    if len(lengths) > 1:
-        raise RequestError(400, "the request has more than one Content-Length header; send exactly one")
-    if lengths and (not lengths[0].isdigit() or int(lengths[0]) > MAX_BODY_BYTES):
-        if lengths[0].isdigit():
-            raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes", "request_too_large")
-        raise RequestError(400, f"Content-Length must be a non-negative integer, got {lengths[0][:40]!r}")
+    """The request's JSON object, at most `MAX_BODY_BYTES`, arriving within ``timeout_s``.
+
+    uvicorn's HTTP parser (h11) has already refused a malformed Content-Length and two that disagree.
+    """
+    length = request.headers.get("content-length")
+    if length is not None and int(length) > MAX_BODY_BYTES:
+        raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes", "request_too_large")
 
     async def read() -> bytes:
         chunks, size = [], 0
@@ -630,7 +627,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         flush=True,
     )
     try:
-        server.serve_forever()  # uvicorn handles Ctrl-C and shuts down gracefully
+        server.serve_forever()  # uvicorn shuts down gracefully on Ctrl-C, then re-raises it
+    except KeyboardInterrupt:
+        pass
     finally:
         server.socket.close()
         server.batcher.close()

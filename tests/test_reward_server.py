@@ -389,3 +389,17 @@ def test_fingerprint_covers_weights_and_tokenizer_files(tmp_path, tiny_rm_dir):
     data[-1] ^= 1  # same size, one bit of a weight
     weights.write_bytes(bytes(data))
     assert model_fingerprint(folder) != base
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(scorer, monkeypatch):
+    import eval.reward_server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_BODY_BYTES", 100)
+    with RewardServer(scorer, port=0) as server:
+        big = json.dumps({"messages": CONV, "pad": "x" * 200}).encode()
+        status, body = _raw(server.port, _post_head(str(len(big))), big)
+        assert status == 413 and "over 100 bytes" in json.loads(body)["error"]["message"]
+        # Chunked: no Content-Length to check up front, so the limit applies while reading.
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        chunked = f"{len(big):x}\r\n".encode() + big + b"\r\n0\r\n\r\n"
+        assert _raw(server.port, head, chunked)[0] == 413
