@@ -10,6 +10,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eval.sampling import SamplingParams
 from eval.submit import (
@@ -653,3 +655,46 @@ def test_a_token_echoed_by_the_server_lands_nowhere(saved, status, monkeypatch, 
                 main(["--upload", str(saved), "--url", server.url])
     captured = capsys.readouterr()
     assert "SECRET" not in captured.out + captured.err
+
+
+_JSON_LEAVES = (
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), 10**30, -1, "\ud800", "a\udfffb", ""])
+    | st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(alphabet=st.characters(exclude_categories=[]), max_size=8)  # surrogates included
+)
+_JSON = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+_PATHS = [
+    "schema_version",
+    "metadata.seed",
+    "metadata.created",
+    "metadata.sampling.top_p",
+    "metadata.sampling.batch_size",
+    "countdown.prompt_source.seed",
+    "countdown.items.0.nums",
+    "countdown.items.1.target",
+    "countdown.items.0.completion",
+    "ultrafeedback.items.0.prompt",
+    "ultrafeedback.max_new_tokens",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(_PATHS), value=_JSON)
+def test_any_json_value_anywhere_is_valid_or_a_path_named_error(submission, path, value):
+    data = _mutate(submission, path, value)
+    try:
+        validate_submission(data)
+    except SubmissionError as exc:
+        assert exc.problems and all(": " in p for p in exc.problems)
+        str(exc).encode("utf-8")  # printable: no lone surrogate reaches the error text
+        return
+    # Valid: then it is plain JSON that can be written and read back unchanged.
+    text = json.dumps(data, allow_nan=False, ensure_ascii=False)
+    assert json.loads(text.encode("utf-8")) == data
