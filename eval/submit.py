@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
+import pydantic_core
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -280,6 +281,15 @@ def validate_submission(data: Any) -> Submission:
         raise SubmissionError([_problem(e) for e in exc.errors(include_url=False)]) from None
 
 
+def _too_deep(raw: bytes) -> str:
+    """Where the nesting got too deep: pydantic's JSON parser stops there and names the line and column."""
+    try:
+        pydantic_core.from_json(raw)
+    except ValueError as exc:
+        return f"nested too deeply to read ({str(exc).removeprefix('recursion limit exceeded ')})"
+    return "nested too deeply to read"
+
+
 def load_submission(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a submission file; errors name the file and every problem."""
     path = Path(path)
@@ -289,13 +299,14 @@ def load_submission(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise SubmissionError(
             [f"{path}: {path.stat().st_size} bytes, over the {MAX_SUBMISSION_BYTES} byte limit"]
         )
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"), parse_int=_parse_int)
+        data = json.loads(raw.decode("utf-8"), parse_int=_parse_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SubmissionError([f"{path}: not valid JSON ({exc})"]) from None
     except RecursionError:
         raise SubmissionError(
-            [f"{path}: nested too deeply to read; a submission is at most five levels deep"]
+            [f"{path}: {_too_deep(raw)}; a submission is at most five levels deep"]
         ) from None
     validate_submission(data)
     return data

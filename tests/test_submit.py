@@ -274,7 +274,7 @@ def test_deep_nesting_and_huge_numbers_are_clean_cli_errors(tmp_path, submission
     deep = _hostile_file(
         tmp_path, submission, '"heldout": true', '"heldout": ' + "[" * 100_000 + "]" * 100_000
     )
-    with pytest.raises(SubmissionError, match="nested too deeply"):
+    with pytest.raises(SubmissionError, match=r"nested too deeply to read \(at line 1 column \d+\)"):
         load_submission(deep)
     huge = tmp_path / "huge.json"
     huge.write_text(json.dumps(submission).replace('"seed": 7', '"seed": ' + "1" * 5000, 1))
