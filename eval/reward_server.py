@@ -3,54 +3,56 @@
     python -m eval.reward_server --rm runs/rm-ultrafeedback/model --port 8000
     make serve-reward RM=runs/rm-ultrafeedback/model
 
-It answers ``POST /v1/chat/completions`` exactly like Llama-3.1-Nemotron-70B-Reward behind NVIDIA's API: the
-request holds the conversation as plain messages (user prompt, assistant response), the answer's message content
-is ``reward:<float>`` and ``choices[0].logprobs.content`` holds ``{"token": "reward", "logprob": <float>}``. So
-`eval.winrate` runs unchanged against this server offline and against the real API online.
-``GET /v1/models`` lists the served id with ``max_model_len`` (as vLLM does); ``GET /health`` answers ok.
+It answers ``POST /v1/chat/completions`` like Llama-3.1-Nemotron-70B-Reward behind NVIDIA's API: plain messages
+in (user prompt, assistant response), ``reward:<float>`` as the message content and the same value as
+``choices[0].logprobs.content[0].logprob`` out, so `eval.winrate` runs unchanged against either. ``GET /v1/models``
+lists the served id (``<folder>-<fingerprint>``) with ``max_model_len``; ``GET /health`` answers ok.
+Conversations are tokenised the way TRL's RewardTrainer does (the chat template, right padding); concurrent
+requests are scored together in batches by one worker thread that owns the model, with the same scores as alone.
 
-The model: a folder with an ``AutoModelForSequenceClassification`` checkpoint with one label, such as TRL
-``RewardTrainer``'s output. Conversations are tokenised the way RewardTrainer tokenises them
-(``tokenizer.apply_chat_template(messages, tokenize=True)``, right padding, the model's ``pad_token_id``), so
-the scores are the ones the reward model was trained to give. Concurrent requests are gathered into batches (up
-to ``--batch_size`` conversations, waiting at most ``--batch_wait_ms`` for company) by one worker thread that
-owns the model; batching does not change the scores beyond float rounding.
-
-The served id is ``<folder name>-<8 hex>``, the hex a fingerprint of the folder's config, weight and tokenizer /
-chat-template files (`model_fingerprint`), so a retrained model or a changed chat template never reuses the
-client's score cache of an older one (``--served_model_name`` overrides it).
-A conversation longer than the model's limit is refused with HTTP 400 ``context_length_exceeded`` (clients
-truncate first; `eval.winrate` does). With ``--api_key_env NAME`` set to a variable holding a key, every request
-needs ``Authorization: Bearer <key>``. A request whose ``Content-Length`` is missing a valid non-negative integer
-gets 400; one that waits longer than ``--result_timeout_s`` for its score gets 503 (the client retries).
-
-Standard library HTTP (``ThreadingHTTPServer``): no web framework to install.
+FastAPI on uvicorn: the HTTP parsing, connection handling and limits are the maintained stack's, not ours.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import queue
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeoutError
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("eval.reward_server")
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from rewards.reward_model import (
+    DTYPES,
+    WEIGHT_SUFFIXES,
+    RewardModelError,
+    load_reward_model,
+)
+
+logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# A request body must arrive within this (one whose Content-Length is larger than the body never does).
+DEFAULT_BODY_TIMEOUT_S = 30.0
 ROLES = ("system", "user", "assistant")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 # Files besides the weights that change what a model computes or how its input is built.
 FINGERPRINT_FILES = (
     "config.json",
@@ -69,10 +71,6 @@ FINGERPRINT_FILES = (
 )
 FINGERPRINT_HASH_LIMIT = 64 * 1024 * 1024  # files up to this size are hashed by content, larger ones by stat
 DEFAULT_RESULT_TIMEOUT_S = 120.0
-
-
-class RewardModelError(ValueError):
-    """The reward model folder cannot be served; the message says why and what to do."""
 
 
 class RequestError(ValueError):
@@ -114,36 +112,8 @@ def model_fingerprint(path: str | os.PathLike[str], length: int = 8) -> str:
     return digest.hexdigest()[:length]
 
 
-def check_reward_model_dir(path: str | os.PathLike[str]) -> Path:
-    """Fail early, with the fix, on a folder that is not a one-label sequence-classification checkpoint."""
-    folder = Path(path)
-    if not folder.exists():
-        raise RewardModelError(
-            f"reward model folder {folder} does not exist; train one with `make rm-ultrafeedback` "
-            f"(it writes runs/rm-ultrafeedback/model) or pass RM=<folder>"
-        )
-    if not folder.is_dir() or not (folder / "config.json").is_file():
-        raise RewardModelError(f"{folder} is not a saved model folder (no config.json in it)")
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise RewardModelError(f"{folder}/config.json is not valid JSON ({exc})") from None
-    architectures = config.get("architectures") or []
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise RewardModelError(
-            f"{folder} holds a {architectures[0]}, not a sequence-classification reward model; serve the "
-            f"output of the reward recipe (AutoModelForSequenceClassification with num_labels=1)"
-        )
-    labels = config.get("num_labels") or len(config.get("id2label") or {}) or 1
-    if labels != 1:
-        raise RewardModelError(f"{folder} has {labels} labels; a reward model has exactly one (num_labels=1)")
-    if not any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir()):
-        raise RewardModelError(f"{folder} has a config.json but no weight files (*.safetensors / *.bin)")
-    return folder
-
-
 class RewardScorer:
-    """Loads the reward model once; `score` turns message lists into floats (one batch at a time, locked)."""
+    """The reward model (from `rewards.reward_model.load_reward_model`); `score` turns message lists into floats."""
 
     def __init__(
         self,
@@ -154,30 +124,14 @@ class RewardScorer:
         max_length: int | None = None,
         served_model_name: str | None = None,
     ):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        folder = check_reward_model_dir(path)
-        self.path = folder
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model, self.tokenizer = load_reward_model(path, dtype=dtype, device=device, field="--rm")
+        folder = self.path = Path(path)
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise RewardModelError(
                 f"the tokenizer in {folder} has no chat template; the reward server scores conversations and "
                 f"needs the template the reward model was trained with (save the tokenizer with the model)"
             )
-        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
-            dtype
-        )
-        if torch_dtype is None:
-            raise RewardModelError(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
-        self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch_dtype)
-        self.model.to(self.device).eval()
-        if self.model.config.pad_token_id is None:
-            pad = self.tokenizer.pad_token_id
-            if pad is None:
-                pad = self.tokenizer.eos_token_id
-            self.model.config.pad_token_id = pad
+        self.device = self.model.device
         self.pad_token_id = int(self.model.config.pad_token_id)
         limits = [
             getattr(self.model.config, "max_position_embeddings", None),
@@ -326,134 +280,172 @@ def completion_body(model: str, reward: float, prompt_tokens: int) -> dict[str, 
     }
 
 
-def _content_length(header: str | None) -> int:
-    """The request body's length: a missing header is 0; anything but a plain non-negative integer is a 400."""
-    if header is None:
-        return 0
-    text = header.strip()
-    if not text.isascii() or not text.isdigit():
-        raise RequestError(400, f"Content-Length must be a non-negative integer, got {header[:40]!r}")
-    return int(text)
+async def read_json_body(request: Request, timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> dict[str, Any]:
+    """The request's JSON object, at most `MAX_BODY_BYTES`, arriving within ``timeout_s``.
+
+    uvicorn's HTTP parser (h11) has already refused a malformed Content-Length and two that disagree.
+    """
+    length = request.headers.get("content-length")
+    if length is not None and int(length) > MAX_BODY_BYTES:
+        raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes", "request_too_large")
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:  # a chunked body has no Content-Length to check up front
+                raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes", "request_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        raw = await asyncio.wait_for(read(), timeout_s)
+    except ClientDisconnect:  # a half-sent request: nobody to answer, nothing to log
+        raise RequestError(400, "the client disconnected before sending the whole body") from None
+    except asyncio.TimeoutError:
+        raise RequestError(
+            408, f"the request body did not arrive within {timeout_s:g} s", "timeout"
+        ) from None
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, a 5000-digit number, 100k-deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise RequestError(400, f"request body is not valid JSON ({reason})") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "request body must be a JSON object")
+    return body
 
 
-def make_handler(
+def error_response(err: RequestError) -> JSONResponse:
+    body = {"error": {"message": err.message, "type": err.code, "param": err.param, "code": err.code}}
+    # The request body may be unread (401, 413): close rather than parse it as the next request.
+    return JSONResponse(body, status_code=err.status, headers={"Connection": "close"})
+
+
+class _Scoring:
+    """The steps of one chat-completions request, from messages to a finite reward."""
+
+    def __init__(self, scorer: RewardScorer, batcher: Batcher, result_timeout_s: float):
+        self.scorer, self.batcher, self.result_timeout_s = scorer, batcher, result_timeout_s
+
+    def check_model(self, model: Any) -> None:
+        if model is not None and model != self.scorer.served_model_name:
+            raise RequestError(
+                404,
+                f"the model {model!r} does not exist; this server serves {self.scorer.served_model_name!r}",
+                "model_not_found",
+                "model",
+            )
+
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        try:
+            ids = self.scorer.encode(messages)
+        except Exception as exc:  # a template that rejects the roles, e.g. two user turns
+            raise RequestError(400, f"the chat template rejected the messages: {exc}") from None
+        if len(ids) > self.scorer.max_length:
+            raise RequestError(
+                400,
+                f"this conversation has {len(ids)} tokens, over the model's limit of {self.scorer.max_length}; "
+                f"truncate the response",
+                "context_length_exceeded",
+                "messages",
+            )
+        return ids
+
+    async def reward(self, ids: list[int]) -> float:
+        future = self.batcher.submit(ids)
+        try:
+            reward = await asyncio.wait_for(asyncio.wrap_future(future), self.result_timeout_s)
+        except asyncio.TimeoutError:
+            future.cancel()  # not scored later if it is still queued
+            raise RequestError(
+                503,
+                f"no score within {self.result_timeout_s:g} s (the server is overloaded); retry later",
+                "server_overloaded",
+            ) from None
+        if not math.isfinite(reward):
+            raise RequestError(
+                500,
+                f"the reward model gave a non-finite score ({reward}) for this conversation; check the model "
+                f"(a float16 overflow? serve it with --dtype float32)",
+                "server_error",
+            )
+        return reward
+
+
+def create_app(
     scorer: RewardScorer,
     batcher: Batcher,
     api_key: str | None,
     result_timeout_s: float = DEFAULT_RESULT_TIMEOUT_S,
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "posttrain-reward/1"
-        protocol_version = "HTTP/1.1"
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+) -> FastAPI:
+    """The ASGI app: /health, /v1/models and /v1/chat/completions, with OpenAI-style errors."""
+    app = FastAPI(title="posttrain reward server", docs_url=None, redoc_url=None, openapi_url=None)
+    scoring = _Scoring(scorer, batcher, result_timeout_s)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-            logger.debug("%s %s", self.address_string(), format % args)
-
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, err: RequestError) -> None:
-            body = {"error": {"message": err.message, "type": err.code, "param": err.param, "code": err.code}}
-            # The request body may be unread (401, 413): close rather than parse it as the next request.
-            self.close_connection = True
-            self._send(err.status, body)
-
-        def _authorized(self) -> bool:
-            if not api_key:
-                return True
-            header = self.headers.get("Authorization", "")
-            token = header[7:] if header.lower().startswith("bearer ") else ""
-            if hmac.compare_digest(token.encode(), api_key.encode()):
-                return True
-            self._error(
-                RequestError(401, "missing or invalid API key (Authorization: Bearer ...)", "invalid_api_key")
+    def authorize(request: Request) -> None:
+        if not api_key:
+            return
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise RequestError(
+                401, "missing or invalid API key (Authorization: Bearer ...)", "invalid_api_key"
             )
-            return False
 
-        def do_GET(self) -> None:  # noqa: N802 (stdlib name)
-            path = self.path.split("?")[0].rstrip("/")
-            if path == "/health":
-                self._send(200, {"status": "ok", "model": scorer.served_model_name})
-                return
-            if not self._authorized():
-                return
-            if path == "/v1/models":
-                entry = {
-                    "id": scorer.served_model_name,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "posttrain",
-                    "max_model_len": scorer.max_length,
-                    "root": str(scorer.path),
-                }
-                self._send(200, {"object": "list", "data": [entry]})
-                return
-            self._error(RequestError(404, f"no route GET {path}", "not_found"))
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, err: RequestError) -> JSONResponse:
+        return error_response(err)
 
-        def do_POST(self) -> None:  # noqa: N802
-            try:
-                if not self._authorized():
-                    return
-                path = self.path.split("?")[0].rstrip("/")
-                if path != "/v1/chat/completions":
-                    raise RequestError(404, f"no route POST {path}; use /v1/chat/completions", "not_found")
-                length = _content_length(self.headers.get("Content-Length"))
-                if length > MAX_BODY_BYTES:
-                    raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes", "request_too_large")
-                try:
-                    body = json.loads(self.rfile.read(length) or b"null")
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise RequestError(400, f"request body is not valid JSON ({exc})") from None
-                if not isinstance(body, dict):
-                    raise RequestError(400, "request body must be a JSON object")
-                model = body.get("model")
-                if model is not None and model != scorer.served_model_name:
-                    raise RequestError(
-                        404,
-                        f"the model {model!r} does not exist; this server serves {scorer.served_model_name!r}",
-                        "model_not_found",
-                        "model",
-                    )
-                messages = validate_messages(body.get("messages"))
-                try:
-                    ids = scorer.encode(messages)
-                except Exception as exc:  # a template that rejects the roles, e.g. two user turns
-                    raise RequestError(400, f"the chat template rejected the messages: {exc}") from None
-                if len(ids) > scorer.max_length:
-                    raise RequestError(
-                        400,
-                        f"this conversation has {len(ids)} tokens, over the model's limit of {scorer.max_length}; "
-                        f"truncate the response",
-                        "context_length_exceeded",
-                        "messages",
-                    )
-                future = batcher.submit(ids)
-                try:
-                    reward = future.result(timeout=result_timeout_s)
-                except FutureTimeoutError:
-                    future.cancel()  # not scored later if it is still queued
-                    raise RequestError(
-                        503,
-                        f"no score within {result_timeout_s:g} s (the server is overloaded); retry later",
-                        "server_overloaded",
-                    ) from None
-                self._send(200, completion_body(scorer.served_model_name, reward, len(ids)))
-            except RequestError as err:
-                self._error(err)
-            except Exception as exc:  # never a silent hang: the client sees a 500 and retries
-                logger.exception("scoring failed")
-                self._error(RequestError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error"))
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        return error_response(
+            RequestError(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}", code)
+        )
 
-    return Handler
+    @app.exception_handler(Exception)
+    async def _internal(
+        request: Request, exc: Exception
+    ) -> JSONResponse:  # the client sees a 500 and retries
+        logger.exception("scoring failed")
+        return error_response(
+            RequestError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+        )
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": scorer.served_model_name}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        authorize(request)
+        entry = {
+            "id": scorer.served_model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "posttrain",
+            "max_model_len": scorer.max_length,
+            "root": str(scorer.path),
+        }
+        return {"object": "list", "data": [entry]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> JSONResponse:
+        authorize(request)
+        body = await read_json_body(request, body_timeout_s)
+        scoring.check_model(body.get("model"))
+        messages = validate_messages(body.get("messages"))
+        ids = await run_in_threadpool(scoring.encode, messages)
+        reward = await scoring.reward(ids)
+        return JSONResponse(completion_body(scorer.served_model_name, reward, len(ids)))
+
+    return app
 
 
 class RewardServer:
-    """The HTTP server plus its batcher; `start()` serves in a background thread (tests, in-process runs)."""
+    """uvicorn serving `create_app` plus the batcher; `start()` serves in a background thread (tests, in-process)."""
 
     def __init__(
         self,
@@ -465,38 +457,58 @@ class RewardServer:
         batch_size: int = 16,
         batch_wait_ms: float = 5.0,
         result_timeout_s: float = DEFAULT_RESULT_TIMEOUT_S,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     ):
         self.scorer = scorer
-        self.batcher = Batcher(scorer, batch_size=batch_size, wait_s=batch_wait_ms / 1000)
+        # Bound here, not by uvicorn, so a port in use is a clear error now and port=0 has a known port.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self.httpd = ThreadingHTTPServer(
-                (host, port), make_handler(scorer, self.batcher, api_key, result_timeout_s)
-            )
+            self.socket.bind((host, port))
+            self.socket.listen(2048)
         except OSError as exc:
-            self.batcher.close()
+            self.socket.close()
             raise RewardModelError(
                 f"cannot listen on {host}:{port} ({exc.strerror or exc}); another server may be using the port: "
                 f"pass another one (make serve-reward REWARD_PORT=8001, and the same REWARD_PORT to eval-winrate)"
             ) from None
-        self.httpd.daemon_threads = True
+        self.host, self.port = host, self.socket.getsockname()[1]
+        self.batcher = Batcher(scorer, batch_size=batch_size, wait_s=batch_wait_ms / 1000)
+        app = create_app(scorer, self.batcher, api_key, result_timeout_s, body_timeout_s)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=5,
+            h11_max_incomplete_event_size=64 * 1024,
+        )
+        self.uvicorn = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
 
     def start(self) -> RewardServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="reward-server", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, name="reward-server", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.uvicorn.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return self
 
     def serve_forever(self) -> None:
-        self.httpd.serve_forever()
+        """Serve until `close()` (or Ctrl-C in the main thread)."""
+        self.uvicorn.run(sockets=[self.socket])
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.socket.close()
         self.batcher.close()
 
     def __enter__(self) -> RewardServer:
@@ -565,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a request waiting longer than this for its score gets 503",
     )
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument(
         "--make_tiny_rm",
         metavar="DIR",
@@ -615,11 +627,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         flush=True,
     )
     try:
-        server.serve_forever()
+        server.serve_forever()  # uvicorn shuts down gracefully on Ctrl-C, then re-raises it
     except KeyboardInterrupt:
         pass
     finally:
-        server.httpd.server_close()
+        server.socket.close()
         server.batcher.close()
 
 

@@ -16,59 +16,47 @@ How many: every item of a given prompt file or dataset (the leaderboard's sets a
 default sets (generated Countdown tasks, the default/fixture UltraFeedback prompts) the first 32 (a CPU-sized
 run). ``--countdown_n`` / ``--ultrafeedback_n`` take the first N in either case.
 
-The file (schema version 1; `validate_submission` checks every field and reports all problems at once)::
-
-    {
-      "schema_version": 1,
-      "metadata": {
-        "model": str, "model_revision": str | null (the resolved hub commit when none was asked for),
-        "method": str (non-empty),
-        "git_commit": str | null, "created": ISO-8601 str, "seed": int >= 0,
-        "sampling": {"max_new_tokens": int >= 1, "temperature": number >= 0, "top_p": number in (0, 1],
-                     "top_k": int >= 0, "n": 1, "seed": int, "batch_size": int | null},
-                                   # max_new_tokens here: the largest of the tasks'; each task's own is below
-        "backend": "hf" | "vllm", "team": str | null
-      },
-      "countdown": {                       # optional, but at least one task must be present
-        "prompt_source": object, "template": str, "max_new_tokens": int >= 1 (optional; written by this tool),
-        "items": [{"id": str (unique), "target": int >= 0, "nums": [int >= 0, ...] (>= 2),
-                   "prompt": str, "completion": str}, ...]   # >= 1 item
-      },
-      "ultrafeedback": {
-        "prompt_source": object, "max_new_tokens": int >= 1 (optional; written by this tool),
-        "items": [{"id": str (unique; the sha256 hex of the prompt's UTF-8, checked), "prompt": str (non-empty),
-                   "response": str}, ...]
-      }
-    }
-
-No other keys are allowed at any level (a typo is an error, not silently dropped). Completions are model output
-and may be any string, empty included. Files go to ``submissions/<model>-<method>-<UTC time>.json``
-(atomically). Upload: ``POST`` of the JSON to ``LEADERBOARD_URL`` with ``Authorization: Bearer
-$LEADERBOARD_TOKEN`` and an ``Idempotency-Key`` (the file's sha256, so a resend of the same file cannot count
-twice). The token is never printed or saved; it is refused over plain http except to localhost, and a redirect
-(3xx) is refused rather than followed (following would resend the token to another address, as a GET that
-loses the submission). Every refusal (3xx, 401/403/409/413/422/429/5xx, no connection) ends with a message that
-says what happened and what to do; the file stays on disk either way. Without ``LEADERBOARD_URL`` the file is written and its path printed.
+The file follows schema version 1: the pydantic models `Submission` and below are the schema (no other keys at
+any level; every bad field is reported with its path). It goes to ``submissions/<model>-<method>-<UTC time>.json``.
+Upload: ``POST`` to ``LEADERBOARD_URL`` with ``Authorization: Bearer $LEADERBOARD_TOKEN`` and an
+``Idempotency-Key`` (the file's sha256, so a resend cannot count twice), within ``--timeout_s`` in total. The
+token is never printed or saved (also when the server echoes it), refused over plain http except to localhost,
+and a redirect is refused rather than followed (it would resend the token elsewhere). Every refusal says what
+happened and what to do; the file stays on disk either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import logging
+import math
 import os
 import re
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urljoin, urlsplit
+
+import pydantic_core
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from eval.reward_client import redact_url
 from posttrain.io import atomic_write_json
@@ -78,6 +66,7 @@ logger = logging.getLogger("eval.submit")
 SCHEMA_VERSION = 1
 TASKS = ("countdown", "ultrafeedback")
 MAX_SUBMISSION_BYTES = 50 * 1024 * 1024
+MAX_ANSWER_BYTES = 1024 * 1024  # of the leaderboard's answer kept for the receipt
 DEFAULT_SET_N = 32  # items taken from the default (generated / fixture) prompt sets when no N is given
 
 
@@ -96,257 +85,209 @@ class UploadError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Validation
+# Schema (the pydantic models are the schema; `validate_submission` turns their errors into field paths)
 # ----------------------------------------------------------------------------------------------------------
 
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, Integral) and not isinstance(x, bool)
+MAX_INT = 2**63 - 1  # no field needs more; bigger numbers are refused rather than uploaded
 
 
-def _is_num(x: Any) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool)
+def _utf8(text: str) -> str:
+    # A lone surrogate ("\\ud800" in JSON) is a Python str but not UTF-8: it cannot be uploaded.
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"holds a lone surrogate at character {exc.start}; it is not valid UTF-8"
+            ) from None
+    return text
 
 
-class _Checker:
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def fail(self, path: str, problem: str) -> None:
-        self.problems.append(f"{path}: {problem}")
-
-    def obj(self, value: Any, path: str, required: dict[str, Any], optional: Sequence[str] = ()) -> bool:
-        if not isinstance(value, dict):
-            self.fail(path, f"must be an object, got {type(value).__name__}")
-            return False
-        for key in required:
-            if key not in value:
-                self.fail(f"{path}.{key}", "is missing")
-        for key in value:
-            if key not in required and key not in optional:
-                self.fail(f"{path}.{key}", f"unknown field (allowed: {sorted([*required, *optional])})")
-        return True
-
-    def check(self, ok: bool, path: str, problem: str) -> None:
-        if not ok:
-            self.fail(path, problem)
+def _non_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError(f"must be a non-empty string, got {text!r:.80}")
+    return text
 
 
-def _check_sampling(c: _Checker, s: Any, path: str) -> None:
-    fields = dict.fromkeys(("max_new_tokens", "temperature", "top_p", "top_k", "n", "seed", "batch_size"))
-    if not c.obj(s, path, fields):
-        return
-    if "max_new_tokens" in s:
-        c.check(
-            _is_int(s["max_new_tokens"]) and s["max_new_tokens"] >= 1,
-            f"{path}.max_new_tokens",
-            f"must be an int >= 1, got {s['max_new_tokens']!r}",
-        )
-    if "temperature" in s:
-        c.check(
-            _is_num(s["temperature"]) and s["temperature"] >= 0,
-            f"{path}.temperature",
-            f"must be a number >= 0, got {s['temperature']!r}",
-        )
-    if "top_p" in s:
-        c.check(
-            _is_num(s["top_p"]) and 0 < s["top_p"] <= 1,
-            f"{path}.top_p",
-            f"must be a number in (0, 1], got {s['top_p']!r}",
-        )
-    for key in ("top_k", "seed"):
-        if key in s:
-            c.check(_is_int(s[key]) and s[key] >= 0, f"{path}.{key}", f"must be an int >= 0, got {s[key]!r}")
-    if "n" in s:
-        c.check(
-            s["n"] == 1 and _is_int(s["n"]), f"{path}.n", f"must be 1 (one answer per prompt), got {s['n']!r}"
-        )
-    if "batch_size" in s:
-        c.check(
-            s["batch_size"] is None or (_is_int(s["batch_size"]) and s["batch_size"] >= 1),
-            f"{path}.batch_size",
-            f"must be null or an int >= 1, got {s['batch_size']!r}",
-        )
+Text = Annotated[str, AfterValidator(_utf8)]
+NonEmpty = Annotated[str, AfterValidator(_utf8), AfterValidator(_non_blank)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+Positive = Annotated[int, Field(ge=1, le=MAX_INT)]
 
 
-def _check_metadata(c: _Checker, m: Any) -> None:
-    required = dict.fromkeys(
-        ("model", "model_revision", "method", "git_commit", "created", "seed", "sampling", "backend")
-    )
-    if not c.obj(m, "metadata", required, optional=("team",)):
-        return
-    for key in ("model", "method"):
-        if key in m:
-            c.check(
-                isinstance(m[key], str) and bool(m[key].strip()),
-                f"metadata.{key}",
-                f"must be a non-empty string, got {m[key]!r}",
+class _Strict(BaseModel):
+    # strict: "5" is not 5 and true is not 1; no NaN/Infinity in any number; unknown keys are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class Sampling(_Strict):
+    max_new_tokens: Positive  # the largest of the tasks'; each task section holds its own
+    temperature: Annotated[float, Field(ge=0)]
+    top_p: Annotated[float, Field(gt=0, le=1)]
+    top_k: Count
+    n: Literal[1]  # one answer per prompt
+    seed: Count
+    batch_size: Positive | None
+
+
+class Metadata(_Strict):
+    model: NonEmpty
+    model_revision: Text | None  # the resolved hub commit when none was asked for
+    method: NonEmpty
+    git_commit: Text | None
+    created: Text  # ISO-8601
+    seed: Count
+    sampling: Sampling
+    backend: Literal["hf", "vllm"]
+    team: Text | None = None
+
+    @field_validator("created")
+    @classmethod
+    def _iso(cls, value: str) -> str:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"must be an ISO-8601 timestamp string, got {value!r:.80}") from None
+        return value
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int):  # bool included
+        return abs(value) <= MAX_INT
+    return value is None or isinstance(value, str) and (value.isascii() or value == _safe(value))
+
+
+def _flat(source: dict[str, Any]) -> dict[str, Any]:
+    for key, value in source.items():
+        if not (_scalar(value) or isinstance(value, list) and all(_scalar(v) for v in value)):
+            raise ValueError(
+                f"{key!r} must be a string, a finite number, a bool, null or a list of those, got {_shown(value)}"
             )
-    for key in ("model_revision", "git_commit", "team"):
-        if key in m:
-            c.check(
-                m[key] is None or isinstance(m[key], str),
-                f"metadata.{key}",
-                f"must be a string or null, got {m[key]!r}",
-            )
-    if "created" in m:
-        ok = isinstance(m["created"], str)
-        if ok:
-            try:
-                datetime.fromisoformat(m["created"])
-            except ValueError:
-                ok = False
-        c.check(ok, "metadata.created", f"must be an ISO-8601 timestamp string, got {m['created']!r}")
-    if "seed" in m:
-        c.check(
-            _is_int(m["seed"]) and m["seed"] >= 0, "metadata.seed", f"must be an int >= 0, got {m['seed']!r}"
-        )
-    if "backend" in m:
-        c.check(
-            m["backend"] in ("hf", "vllm"),
-            "metadata.backend",
-            f"must be 'hf' or 'vllm', got {m['backend']!r}",
-        )
-    if "sampling" in m:
-        _check_sampling(c, m["sampling"], "metadata.sampling")
+    return source
 
 
-def _check_items(c: _Checker, items: Any, path: str, check_item) -> None:
-    if not isinstance(items, list) or not items:
-        c.fail(path, "must be a non-empty list")
-        return
+# Where the prompts came from (file + sha256, dataset + split, generation seed): flat, so no deep nesting.
+PromptSource = Annotated[dict[Text, Any], AfterValidator(_flat)]
+
+
+class CountdownItem(_Strict):
+    id: NonEmpty
+    target: Count
+    nums: Annotated[list[Count], Field(min_length=2)]
+    prompt: Text
+    completion: Text  # model output: any string, empty included
+
+
+class UltraFeedbackItem(_Strict):
+    prompt: NonEmpty
+    response: Text
+    id: NonEmpty  # the sha256 hex of the prompt's UTF-8 (declared last so the check sees the prompt)
+
+    @field_validator("id")
+    @classmethod
+    def _is_prompt_hash(cls, value: str, info: ValidationInfo) -> str:
+        prompt = info.data.get("prompt")
+        expected = None if prompt is None else hashlib.sha256(prompt.encode()).hexdigest()
+        if expected is not None and value != expected:
+            raise ValueError(f"must be the sha256 of the prompt ({expected}), got {value[:80]!r}")
+        return value
+
+
+def _unique_ids(items: list[Any]) -> list[Any]:
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
-        where = f"{path}[{i}]"
-        if check_item(c, item, where) and isinstance(item.get("id"), str):
-            if item["id"] in seen:
-                c.fail(f"{where}.id", f"duplicate id {item['id']!r} (also at index {seen[item['id']]})")
-            seen.setdefault(item["id"], i)
+        if item.id in seen:
+            raise ValueError(f"duplicate id {item.id!r} at index {i} (also at index {seen[item.id]})")
+        seen[item.id] = i
+    return items
 
 
-def _check_countdown_item(c: _Checker, item: Any, where: str) -> bool:
-    if not c.obj(item, where, dict.fromkeys(("id", "target", "nums", "prompt", "completion"))):
-        return False
-    if "id" in item:
-        c.check(
-            isinstance(item["id"], str) and bool(item["id"]),
-            f"{where}.id",
-            f"must be a non-empty string, got {item['id']!r}",
-        )
-    if "target" in item:
-        c.check(
-            _is_int(item["target"]) and item["target"] >= 0,
-            f"{where}.target",
-            f"must be an int >= 0, got {item['target']!r}",
-        )
-    if "nums" in item:
-        nums = item["nums"]
-        c.check(
-            isinstance(nums, list) and len(nums) >= 2 and all(_is_int(x) and x >= 0 for x in nums),
-            f"{where}.nums",
-            f"must be a list of at least 2 ints >= 0, got {nums!r:.80}",
-        )
-    for key in ("prompt", "completion"):
-        if key in item:
-            c.check(
-                isinstance(item[key], str),
-                f"{where}.{key}",
-                f"must be a string, got {type(item[key]).__name__}",
-            )
-    return True
+class CountdownSection(_Strict):
+    prompt_source: PromptSource
+    template: NonEmpty
+    max_new_tokens: Positive | None = None  # optional; written by this tool
+    items: Annotated[list[CountdownItem], Field(min_length=1), AfterValidator(_unique_ids)]
 
 
-def _check_section_max_new_tokens(c: _Checker, section: dict[str, Any], path: str) -> None:
-    if "max_new_tokens" in section:
-        value = section["max_new_tokens"]
-        c.check(
-            _is_int(value) and value >= 1, f"{path}.max_new_tokens", f"must be an int >= 1, got {value!r}"
-        )
+class UltraFeedbackSection(_Strict):
+    prompt_source: PromptSource
+    max_new_tokens: Positive | None = None
+    items: Annotated[list[UltraFeedbackItem], Field(min_length=1), AfterValidator(_unique_ids)]
 
 
-def _check_uf_item(c: _Checker, item: Any, where: str) -> bool:
-    if not c.obj(item, where, dict.fromkeys(("id", "prompt", "response"))):
-        return False
-    if "id" in item:
-        c.check(
-            isinstance(item["id"], str) and bool(item["id"]),
-            f"{where}.id",
-            f"must be a non-empty string, got {item['id']!r}",
-        )
-    if "prompt" in item:
-        c.check(
-            isinstance(item["prompt"], str) and bool(item["prompt"].strip()),
-            f"{where}.prompt",
-            "must be a non-empty string",
-        )
-    if "response" in item:
-        c.check(
-            isinstance(item["response"], str),
-            f"{where}.response",
-            f"must be a string, got {type(item['response']).__name__}",
-        )
-    if isinstance(item.get("id"), str) and item["id"] and isinstance(item.get("prompt"), str):
-        expected = hashlib.sha256(item["prompt"].encode()).hexdigest()
-        c.check(
-            item["id"] == expected,
-            f"{where}.id",
-            f"must be the sha256 of the prompt ({expected}), got {item['id'][:80]!r}",
-        )
-    return True
+class Submission(_Strict):
+    """Schema version 1. At least one task; no other keys at any level (a typo is an error)."""
+
+    schema_version: Literal[1]
+    metadata: Metadata
+    countdown: CountdownSection | None = None
+    ultrafeedback: UltraFeedbackSection | None = None
+
+    @model_validator(mode="after")
+    def _some_task(self) -> Submission:
+        if self.countdown is None and self.ultrafeedback is None:
+            raise ValueError(f"holds no task: add at least one of {list(TASKS)}")
+        return self
 
 
-def validate_submission(data: Any) -> None:
-    """Raise `SubmissionError` listing every problem (field path + what is wrong); return None when valid."""
-    c = _Checker()
-    if not c.obj(data, "submission", {"schema_version": None, "metadata": None}, optional=TASKS):
-        raise SubmissionError(c.problems)
-    if "schema_version" in data:
-        c.check(
-            data["schema_version"] == SCHEMA_VERSION and _is_int(data["schema_version"]),
-            "submission.schema_version",
-            f"must be {SCHEMA_VERSION}, got {data['schema_version']!r}",
-        )
-    if "metadata" in data:
-        _check_metadata(c, data["metadata"])
-    if not any(task in data for task in TASKS):
-        c.fail("submission", f"holds no task: add at least one of {list(TASKS)}")
-    if "countdown" in data:
-        section = data["countdown"]
-        if c.obj(
-            section,
-            "countdown",
-            dict.fromkeys(("prompt_source", "template", "items")),
-            optional=("max_new_tokens",),
-        ):
-            _check_section_max_new_tokens(c, section, "countdown")
-            if "prompt_source" in section:
-                c.check(
-                    isinstance(section["prompt_source"], dict), "countdown.prompt_source", "must be an object"
-                )
-            if "template" in section:
-                c.check(
-                    isinstance(section["template"], str) and bool(section["template"]),
-                    "countdown.template",
-                    "must be a non-empty string",
-                )
-            if "items" in section:
-                _check_items(c, section["items"], "countdown.items", _check_countdown_item)
-    if "ultrafeedback" in data:
-        section = data["ultrafeedback"]
-        if c.obj(
-            section, "ultrafeedback", dict.fromkeys(("prompt_source", "items")), optional=("max_new_tokens",)
-        ):
-            _check_section_max_new_tokens(c, section, "ultrafeedback")
-            if "prompt_source" in section:
-                c.check(
-                    isinstance(section["prompt_source"], dict),
-                    "ultrafeedback.prompt_source",
-                    "must be an object",
-                )
-            if "items" in section:
-                _check_items(c, section["items"], "ultrafeedback.items", _check_uf_item)
-    if c.problems:
-        raise SubmissionError(c.problems)
+class _BigInt:
+    """What a JSON integer too long for Python's int() parses to: the schema refuses it with its path."""
+
+    def __init__(self, digits: str):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<a {len(self.digits)}-digit integer>"
+
+
+def _parse_int(text: str) -> int | _BigInt:
+    return int(text) if len(text) <= 40 else _BigInt(text)
+
+
+def _safe(text: str) -> str:
+    """``text`` printable and writable as UTF-8 (a lone surrogate becomes its escape)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shown(value: Any) -> str:
+    try:
+        return _safe(f"{value!r:.80}")
+    except ValueError:  # an int too long for repr()
+        return f"<a {value.bit_length() * 30103 // 100000}-digit integer>"
+
+
+def _problem(error: Any) -> str:
+    path = "submission" if len(error["loc"]) <= 1 else ""
+    for part in error["loc"]:
+        part = part if isinstance(part, int) else _safe(str(part))
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else part
+    kind, message = error["type"], error["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return f"{path}: is missing"
+    if kind == "extra_forbidden":
+        return f"{path}: unknown field (not in schema version {SCHEMA_VERSION})"
+    if kind == "value_error":
+        return f"{path}: {_safe(message)}"
+    return f"{path}: {message}, got {_shown(error.get('input'))}"
+
+
+def validate_submission(data: Any) -> Submission:
+    """The parsed submission; raises `SubmissionError` listing every problem (field path + what is wrong)."""
+    try:
+        return Submission.model_validate(data)
+    except ValidationError as exc:
+        raise SubmissionError([_problem(e) for e in exc.errors(include_url=False)]) from None
+
+
+def _too_deep(raw: bytes) -> str:
+    """Where the nesting got too deep: pydantic's JSON parser stops there and names the line and column."""
+    try:
+        pydantic_core.from_json(raw)
+    except ValueError as exc:
+        return f"nested too deeply to read ({str(exc).removeprefix('recursion limit exceeded ')})"
+    return "nested too deeply to read"
 
 
 def load_submission(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -358,10 +299,15 @@ def load_submission(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise SubmissionError(
             [f"{path}: {path.stat().st_size} bytes, over the {MAX_SUBMISSION_BYTES} byte limit"]
         )
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"), parse_int=_parse_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SubmissionError([f"{path}: not valid JSON ({exc})"]) from None
+    except RecursionError:
+        raise SubmissionError(
+            [f"{path}: {_too_deep(raw)}; a submission is at most five levels deep"]
+        ) from None
     validate_submission(data)
     return data
 
@@ -440,6 +386,87 @@ def load_countdown_prompt_set(
     return rows, info
 
 
+def _countdown_section(
+    gen: _Generation, prompts_source: str | None, n: int | None, seed: int, template: str | None, max_new: int
+) -> dict[str, Any]:
+    """The Countdown section: held-out tasks by default, the model's answers and the rendered prompts."""
+    from eval.countdown import trained_template
+    from eval.sampling import render_prompts
+    from posttrain.countdown import make_prompt
+
+    rows, info = load_countdown_prompt_set(prompts_source, n=n, seed=seed)
+    template = template or trained_template(gen.model) or "chat"
+    prompts = [make_prompt(r["nums"], r["target"], template) for r in rows]
+    outs = gen(prompts, max_new)
+    texts = render_prompts(prompts, gen.tokenizer)
+    items = [r | {"prompt": t, "completion": o[0]} for r, t, o in zip(rows, texts, outs, strict=True)]
+    return {"prompt_source": info, "template": template, "max_new_tokens": max_new, "items": items}
+
+
+def _ultrafeedback_section(
+    gen: _Generation, prompts_source: str | None, n: int | None, max_new: int
+) -> dict[str, Any]:
+    """The UltraFeedback section: one answer per prompt, each item keyed by the prompt's sha256."""
+    from eval.winrate import load_prompt_set, prompt_id
+
+    prompts, info = load_prompt_set(prompts_source, n=n)
+    outs = gen([[{"role": "user", "content": p}] for p in prompts], max_new)
+    items = [{"id": prompt_id(p), "prompt": p, "response": o[0]} for p, o in zip(prompts, outs, strict=True)]
+    return {"prompt_source": info, "max_new_tokens": max_new, "items": items}
+
+
+def _metadata(gen: _Generation, method: str, team: str | None, max_new_tokens: int) -> dict[str, Any]:
+    from eval.winrate import resolve_model_commit
+    from posttrain.runtime import git_commit
+
+    sampling = gen.params.to_dict()
+    # Schema v1 keeps one value here: the largest of the built tasks'; each task section holds its own.
+    sampling["max_new_tokens"] = max_new_tokens
+    return {
+        "model": gen.model,
+        "model_revision": gen.revision or resolve_model_commit(gen.model, None),
+        "method": method,
+        "git_commit": git_commit(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": gen.params.seed,
+        "sampling": sampling,
+        "backend": gen.backend,
+        "team": team,
+    }
+
+
+class _Generation:
+    """One loaded model (loaded once for both tasks) and its sampling settings; calling it generates."""
+
+    def __init__(self, model: str, revision: str | None, params: Any, backend: str, progress: bool):
+        from eval.sampling import SamplingParams, load_hf_model, resolve_backend
+        from posttrain.models import load_tokenizer
+
+        self.model, self.revision, self.progress = model, revision, progress
+        self.params = params or SamplingParams()
+        self.backend = resolve_backend(backend, model)
+        # The vLLM backend loads the model by name itself.
+        self.generator, tokenizer = (
+            load_hf_model(model, None, revision=revision) if self.backend == "hf" else (model, None)
+        )
+        self.tokenizer = tokenizer or load_tokenizer(model, revision=revision)
+
+    def __call__(self, prompts: list[Any], max_new_tokens: int) -> list[list[str]]:
+        from dataclasses import replace
+
+        from eval.sampling import generate
+
+        return generate(
+            self.generator,
+            prompts,
+            replace(self.params, max_new_tokens=max_new_tokens),
+            tokenizer=self.tokenizer,
+            backend=self.backend,
+            revision=self.revision,
+            progress=self.progress,
+        )
+
+
 def build_submission(
     *,
     model: str,
@@ -464,88 +491,28 @@ def build_submission(
     ``countdown_n`` / ``ultrafeedback_n`` None: every item of a given prompt file or dataset, the first
     `DEFAULT_SET_N` of a default set (generated Countdown tasks; the default or ``fixture`` UltraFeedback set).
     """
-    from dataclasses import replace
-
-    from eval.countdown import trained_template
-    from eval.sampling import SamplingParams, generate, load_hf_model, render_prompts, resolve_backend
-    from eval.winrate import load_prompt_set, prompt_id, resolve_model_commit
-    from posttrain.countdown import make_prompt
-    from posttrain.models import load_tokenizer
-    from posttrain.runtime import git_commit
-
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"--tasks must name some of {list(TASKS)}, got {list(tasks)}")
     if not method or not method.strip():
         raise ValueError("--method must name the training method (e.g. sft, dpo, grpo)")
-    params = params or SamplingParams()
-    chosen = resolve_backend(backend, model)
-    # Load once for both tasks (the vLLM backend loads by name itself).
-    generator, tokenizer = (
-        load_hf_model(model, None, revision=model_revision) if chosen == "hf" else (model, None)
-    )
-    if tokenizer is None:
-        tokenizer = load_tokenizer(model, revision=model_revision)
-    data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
     if countdown_n is None and countdown_prompts is None:
         countdown_n = DEFAULT_SET_N
     if ultrafeedback_n is None and ultrafeedback_prompts in (None, "fixture"):
         ultrafeedback_n = DEFAULT_SET_N
+    gen = _Generation(model, model_revision, params, backend, progress)
+    data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
     if "countdown" in tasks:
-        rows, info = load_countdown_prompt_set(countdown_prompts, n=countdown_n, seed=countdown_seed)
-        template = countdown_template or trained_template(model) or "chat"
-        prompts = [make_prompt(r["nums"], r["target"], template) for r in rows]
-        outs = generate(
-            generator,
-            prompts,
-            replace(params, max_new_tokens=countdown_max_new_tokens),
-            tokenizer=tokenizer,
-            backend=chosen,
-            revision=model_revision,
-            progress=progress,
+        data["countdown"] = _countdown_section(
+            gen, countdown_prompts, countdown_n, countdown_seed, countdown_template, countdown_max_new_tokens
         )
-        texts = render_prompts(prompts, tokenizer)
-        data["countdown"] = {
-            "prompt_source": info,
-            "template": template,
-            "max_new_tokens": countdown_max_new_tokens,
-            "items": [
-                r | {"prompt": t, "completion": o[0]} for r, t, o in zip(rows, texts, outs, strict=True)
-            ],
-        }
     if "ultrafeedback" in tasks:
-        prompts, info = load_prompt_set(ultrafeedback_prompts, n=ultrafeedback_n)
-        outs = generate(
-            generator,
-            [[{"role": "user", "content": p}] for p in prompts],
-            replace(params, max_new_tokens=ultrafeedback_max_new_tokens),
-            tokenizer=tokenizer,
-            backend=chosen,
-            revision=model_revision,
-            progress=progress,
+        data["ultrafeedback"] = _ultrafeedback_section(
+            gen, ultrafeedback_prompts, ultrafeedback_n, ultrafeedback_max_new_tokens
         )
-        data["ultrafeedback"] = {
-            "prompt_source": info,
-            "max_new_tokens": ultrafeedback_max_new_tokens,
-            "items": [
-                {"id": prompt_id(p), "prompt": p, "response": o[0]}
-                for p, o in zip(prompts, outs, strict=True)
-            ],
-        }
-    sampling = params.to_dict()
-    # Schema v1 keeps one value here: the largest of the built tasks'; each task section holds its own.
-    sampling["max_new_tokens"] = max(data[t]["max_new_tokens"] for t in TASKS if t in data)
-    data["metadata"] = {
-        "model": model,
-        "model_revision": model_revision or resolve_model_commit(model, None),
-        "method": method,
-        "git_commit": git_commit(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seed": params.seed,
-        "sampling": sampling,
-        "backend": chosen,
-        "team": team,
-    }
+    data["metadata"] = _metadata(
+        gen, method, team, max(data[t]["max_new_tokens"] for t in TASKS if t in data)
+    )
     validate_submission(data)
     return data
 
@@ -574,11 +541,13 @@ _REFUSALS = {
 }
 
 
-def _server_message(body: bytes) -> str:
+def _server_message(body: bytes, scrub: Any) -> str:
+    """The server's error message, scrubbed before it is cut (a cut could leave part of an echoed token)."""
+    text = scrub(body[:MAX_ANSWER_BYTES].decode("utf-8", errors="replace"))
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return body[:300].decode(errors="replace").strip()
+        data = json.loads(text, parse_int=_parse_int)
+    except (ValueError, RecursionError):  # not JSON, an over-long number, or absurdly deep
+        return text[:300].strip()
     if isinstance(data, dict):
         err = data.get("error", data.get("detail", data.get("message")))
         if isinstance(err, dict):
@@ -621,18 +590,54 @@ def _redirect_error(code: int, location: str | None, url: str, path: Path) -> Up
     )
 
 
-def upload_submission(
-    path: str | os.PathLike[str],
-    url: str,
-    token: str | None,
-    *,
-    timeout_s: float = 60.0,
-    allow_http: bool = False,
-) -> dict[str, Any]:
-    """POST the validated file to ``url``; returns the server's JSON answer; raises `UploadError` on refusal."""
-    path = Path(path)
-    load_submission(path)
-    payload = path.read_bytes()
+class _NoAnswer(Exception):
+    """The request went out, but no complete answer came within the total deadline."""
+
+
+def _exchange(request: urllib.request.Request, timeout_s: float) -> tuple[int, Any, bytes]:
+    """(status, headers, body) of one POST, all within ``timeout_s`` in total.
+
+    urllib's timeout bounds each socket read, not the whole exchange: a server that sends a byte now and then
+    never trips it. So the exchange runs in a daemon thread and is abandoned at the deadline.
+    """
+    opener = urllib.request.build_opener(_RefuseRedirect)
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            with opener.open(request, timeout=timeout_s) as response:
+                outcome["answer"] = response.status, response.headers, response.read(MAX_ANSWER_BYTES)
+        except urllib.error.HTTPError as exc:  # 4xx/5xx (and 3xx urllib hands over as errors): an answer
+            body = exc.read(MAX_ANSWER_BYTES) if exc.fp is not None else b""
+            outcome["answer"] = exc.code, exc.headers, body
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=call, name="leaderboard-upload", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise _NoAnswer(f"no complete answer within --timeout_s {timeout_s:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["answer"]
+
+
+def _refusal(status: int, headers: Any, detail: str, path: Path) -> UploadError:
+    base = _REFUSALS.get(status)
+    if base is None and status >= 500:
+        base = f"the leaderboard server failed ({status}); it is not your submission's fault: retry later"
+    if base is None:
+        base = f"the leaderboard refused the submission (HTTP {status})"
+    if status == 429 and headers.get("Retry-After"):
+        base += f"; the server says retry after {headers['Retry-After']} s"
+    return UploadError(
+        f"{base}.\n  server said: {detail or '(nothing)'}\n  the file is kept at {path}; resend it with "
+        f"`python -m eval.submit --upload {path}`"
+    )
+
+
+def _checked_target(url: str, token: str | None, allow_http: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UploadError(f"LEADERBOARD_URL must be an http(s) URL, got {redact_url(url)!r}")
@@ -646,6 +651,38 @@ def upload_submission(
         raise UploadError(
             "LEADERBOARD_URL is set but LEADERBOARD_TOKEN is not: export the token you were given"
         )
+
+
+def _answer_json(body: bytes, scrub: Any) -> dict[str, Any]:
+    """The server's answer as a dict for the receipt, with the token scrubbed wherever it was echoed."""
+    text = scrub(body.decode("utf-8", errors="replace"))
+    try:
+        answer: Any = json.loads(text, parse_int=_parse_int) if body else {}
+        # Scrubbed again once re-encoded: an escape in the JSON text may have hidden the token from the first pass.
+        answer = json.loads(scrub(json.dumps(answer, default=repr)))
+    except (ValueError, RecursionError):
+        answer = {"raw": text[:1000]}
+    return answer if isinstance(answer, dict) else {"answer": answer}
+
+
+def upload_submission(
+    path: str | os.PathLike[str],
+    url: str,
+    token: str | None,
+    *,
+    timeout_s: float = 60.0,
+    allow_http: bool = False,
+) -> dict[str, Any]:
+    """POST the validated file to ``url``; returns the server's JSON answer; raises `UploadError` on refusal."""
+    path = Path(path)
+    load_submission(path)
+    payload = path.read_bytes()
+    _checked_target(url, token, allow_http)
+    assert token  # checked above
+
+    def scrub(text: str) -> str:  # a server may echo the token back: it never reaches a file or the screen
+        return text.replace(token, "***").replace(json.dumps(token)[1:-1], "***")
+
     request = urllib.request.Request(
         url,
         data=payload,
@@ -658,47 +695,29 @@ def upload_submission(
         },
     )
     shown = redact_url(url)
-    opener = urllib.request.build_opener(_RefuseRedirect)
+    resend = f"The file is kept at {path}; resend it with `python -m eval.submit --upload {path}`"
     try:
-        with opener.open(request, timeout=timeout_s) as response:
-            body = response.read()
-            status = response.status
-        if 300 <= status < 400:  # a 3xx that no handler treated as an error
-            raise _Redirected(status, response.headers.get("Location"))
+        status, headers, body = _exchange(request, timeout_s)
     except _Redirected as exc:
         raise _redirect_error(exc.code, exc.location, url, path) from None
-    except urllib.error.HTTPError as exc:
-        body = exc.read() if exc.fp is not None else b""
-        status = exc.code
-        if 300 <= status < 400:  # 300, 304, or 307/308 to a POST: urllib hands them over as errors
-            raise _redirect_error(status, exc.headers.get("Location"), url, path) from None
-        detail = _server_message(body)
-        base = _REFUSALS.get(status)
-        if base is None and status >= 500:
-            base = f"the leaderboard server failed ({status}); it is not your submission's fault: retry later"
-        if base is None:
-            base = f"the leaderboard refused the submission (HTTP {status})"
-        if status == 429 and exc.headers.get("Retry-After"):
-            base += f"; the server says retry after {exc.headers['Retry-After']} s"
+    except urllib.error.URLError as exc:  # raised by urllib before the request was fully sent
         raise UploadError(
-            f"{base}.\n  server said: {detail or '(nothing)'}\n  the file is kept at {path}; resend it with "
-            f"`python -m eval.submit --upload {path}`"
+            f"could not reach the leaderboard at {shown} ({scrub(str(exc.reason))}); check LEADERBOARD_URL "
+            f"and the network. {resend}"
         ) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (_NoAnswer, OSError, http.client.HTTPException) as exc:
         raise UploadError(
-            f"could not reach the leaderboard at {shown} ({reason}); check LEADERBOARD_URL and the network. "
-            f"The file is kept at {path}; resend it with `python -m eval.submit --upload {path}`"
+            f"the submission was sent to {shown}, but {scrub(str(exc) or type(exc).__name__)}: the leaderboard "
+            f"may have received it. A resend is safe (its Idempotency-Key makes it count once). {resend}"
         ) from None
-    try:
-        answer = json.loads(body) if body else {}
-    except json.JSONDecodeError:
-        answer = {"raw": body[:1000].decode(errors="replace")}
-    answer = answer if isinstance(answer, dict) else {"answer": answer}
+    if 300 <= status < 400:  # 300, 304, or 307/308 to a POST: never followed
+        raise _redirect_error(status, headers.get("Location"), url, path)
+    if status >= 400:
+        raise _refusal(status, headers, _server_message(body, scrub), path)
     receipt = {
         "url": shown,
         "status": status,
-        "answer": answer,
+        "answer": _answer_json(body, scrub),
         "sha256": hashlib.sha256(payload).hexdigest(),
         "uploaded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

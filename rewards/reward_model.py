@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -37,17 +38,29 @@ _CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names a reward model may load in ("auto" picks one)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
 class RewardModelError(ValueError):
     """The reward model folder cannot be used; the message says why and what to do."""
 
 
-def _check_folder(path: str) -> Path:
+def check_reward_model_dir(path: str | os.PathLike[str], *, field: str = "reward_model_path") -> Path:
+    """Fail early, with the fix, on a folder that is not a one-label sequence-classification checkpoint.
+
+    ``field`` is how the caller's user named the folder (``reward_model_path`` in a recipe, ``--rm`` for the
+    reward server), so the message points at the setting to change.
+    """
     folder = Path(path)
-    if not folder.is_dir() or not (folder / "config.json").is_file():
+    named = f"{field}={str(path)!r}"
+    if not folder.exists():
         raise RewardModelError(
-            f"reward_model_path={path!r} is not a saved model folder (no config.json); train a reward model "
-            f"with recipes/reward/run.py or point reward_model_path at one"
+            f"{named} does not exist; train a reward model first (`make rm-ultrafeedback`, i.e. "
+            f"recipes/reward/run.py, writes runs/rm-ultrafeedback/model) or point {field} at one"
         )
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise RewardModelError(f"{named} is not a saved model folder (no config.json in it)")
     try:
         config = json.loads((folder / "config.json").read_text())
     except json.JSONDecodeError as exc:
@@ -55,10 +68,18 @@ def _check_folder(path: str) -> Path:
     architectures = config.get("architectures") or []
     if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise RewardModelError(
-            f"reward_model_path={path!r} holds a {architectures[0]}, not a sequence-classification reward "
-            f"model (AutoModelForSequenceClassification, num_labels=1)"
+            f"{named} holds a {architectures[0]}, not a sequence-classification reward model "
+            f"(AutoModelForSequenceClassification with num_labels=1, e.g. the reward recipe's output)"
         )
+    labels = config.get("num_labels") or len(config.get("id2label") or {}) or 1
+    if labels != 1:
+        raise RewardModelError(f"{named} has {labels} labels; a reward model has exactly one (num_labels=1)")
+    if not any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir()):
+        raise RewardModelError(f"{named} has a config.json but no weight files (*.safetensors / *.bin)")
     return folder
+
+
+_check_folder = check_reward_model_dir  # the name the registry factory below calls it by
 
 
 def _default_device() -> str:
@@ -68,34 +89,37 @@ def _default_device() -> str:
     return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
 
-def _resolve_dtype(dtype: str, device: str) -> str:
+def resolve_dtype(dtype: str, device: str) -> str:
+    """One of `DTYPES`: ``auto`` is bfloat16 on a GPU that has it, else float32."""
     import torch
 
-    if dtype != "auto":
-        return dtype
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return "bfloat16"
-    return "float32"
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    if dtype not in DTYPES:
+        raise RewardModelError(f"the reward model dtype must be auto or one of {list(DTYPES)}, got {dtype!r}")
+    return dtype
 
 
-def load_reward_model(path: str, *, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
+def load_reward_model(
+    path: str | os.PathLike[str],
+    *,
+    dtype: str = "auto",
+    device: str | None = None,
+    field: str = "reward_model_path",
+) -> tuple[Any, Any]:
     """(model, tokenizer), loaded once per (folder, dtype, device) and kept in eval mode."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     device = device or _default_device()
-    dtype = _resolve_dtype(dtype, device)
+    dtype = resolve_dtype(dtype, device)
     key = (str(Path(path).resolve()), dtype, device)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        folder = _check_folder(path)
+        folder = check_reward_model_dir(path, field=field)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=getattr(torch, dtype))
-        if model.config.num_labels != 1:
-            raise RewardModelError(
-                f"reward_model_path={path!r} has {model.config.num_labels} labels; a reward model has one"
-            )
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if model.config.pad_token_id is None:

@@ -19,9 +19,9 @@ from eval.reward_server import (
     RewardScorer,
     RewardServer,
     build_tiny_reward_model,
-    check_reward_model_dir,
     model_fingerprint,
 )
+from rewards.reward_model import check_reward_model_dir
 
 CONV = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."}]
 
@@ -159,43 +159,169 @@ def test_port_in_use_is_a_clear_error(scorer):
             RewardServer(scorer, port=port)
 
 
-def _raw_request(port: int, content_length: str, body: bytes = b"") -> tuple[int, dict]:
-    """Send a POST with a hand-written Content-Length; the answer must come back within the socket timeout."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {content_length}\r\n\r\n".encode()
-            + body
-        )
+def _raw(port: int, head: bytes, body: bytes = b"", timeout_s: float = 5) -> tuple[int, bytes]:
+    """Send hand-written bytes; (status, body) of the answer, which must come within the socket timeout."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(head + body)
         data = b""
         while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)  # socket.timeout here: the server is blocked reading the body
+            chunk = sock.recv(65536)  # socket.timeout here: the server is stuck on this request
             if not chunk:
                 break
             data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        length = int(
-            next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+        head_in, _, rest = data.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(h.split(b":")[1])
+                for h in head_in.split(b"\r\n")
+                if h.lower().startswith(b"content-length")
+            ),
+            0,
         )
         while len(rest) < length:
             chunk = sock.recv(65536)
             if not chunk:
                 break
             rest += chunk
-    return int(head.split()[1]), json.loads(rest[:length])
+    return int(head_in.split()[1]), rest[:length]
+
+
+def _post_head(*content_lengths: str) -> bytes:
+    lines = "".join(f"Content-Length: {v}\r\n" for v in content_lengths)
+    return f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{lines}\r\n".encode()
+
+
+BODY = json.dumps({"messages": CONV}).encode()
 
 
 @pytest.mark.parametrize("content_length", ["-1", "-5", "abc", "1.5", "+10", "1_0", "\uff11"])
 def test_bad_content_length_is_a_prompt_400(scorer, content_length):
-    body = json.dumps({"messages": CONV}).encode()
     with RewardServer(scorer, port=0) as server:
-        port = server.httpd.server_address[1]
         started = time.monotonic()
-        status, answer = _raw_request(port, content_length, body)
+        head = _post_head(content_length.encode("utf-8").decode("latin-1"))
+        assert _raw(server.port, head, BODY)[0] == 400
         assert time.monotonic() - started < 3
-        assert status == 400 and "Content-Length must be a non-negative integer" in answer["error"]["message"]
         # The server still works afterwards, and an exact length is accepted.
-        assert _raw_request(port, str(len(body)), body)[0] == 200
+        assert _raw(server.port, _post_head(str(len(BODY))), BODY)[0] == 200
+
+
+def test_two_different_content_lengths_are_refused(scorer):
+    with RewardServer(scorer, port=0) as server:
+        assert _raw(server.port, _post_head(str(len(BODY)), "5"), BODY)[0] == 400
+        assert _raw(server.port, _post_head("5", str(len(BODY))), BODY)[0] == 400
+
+
+def test_a_body_shorter_than_its_content_length_times_out(scorer):
+    with RewardServer(scorer, port=0, body_timeout_s=0.5) as server:
+        started = time.monotonic()
+        status, body = _raw(server.port, _post_head(str(len(BODY) + 10)), BODY)
+        assert status == 408 and "did not arrive within 0.5 s" in json.loads(body)["error"]["message"]
+        assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(
+    "payload, fragment",
+    [
+        (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'{"messages": [], "n": ' + b"9" * 5000 + b"}", "not valid JSON"),
+        (b'{"messages": "\xff"}', "not valid JSON"),
+    ],
+)
+def test_hostile_json_is_a_400_not_a_500(scorer, payload, fragment):
+    with RewardServer(scorer, port=0) as server:
+        status, body = _raw(server.port, _post_head(str(len(payload))), payload)
+    assert status == 400 and fragment in json.loads(body)["error"]["message"]
+
+
+def test_half_open_connections_pile_up_no_threads_and_no_tracebacks(scorer, caplog):
+    with RewardServer(scorer, port=0) as server:
+        assert _raw(server.port, _post_head(str(len(BODY))), BODY)[0] == 200  # the worker pool is warm
+        threads_before = threading.active_count()
+        sockets = []
+        try:
+            for i in range(300):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                # Half a request: headers unfinished, or a body that never comes.
+                sock.sendall(_post_head(str(len(BODY)))[: 30 if i % 2 else None])
+                sockets.append(sock)
+            started = time.monotonic()
+            assert _raw(server.port, _post_head(str(len(BODY))), BODY)[0] == 200
+            assert time.monotonic() - started < 5
+            assert threading.active_count() - threads_before < 20  # the old server: one thread each
+        finally:
+            for sock in sockets:
+                sock.close()
+        time.sleep(0.3)
+    assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
+
+
+class _CountingScorer:
+    """The real scorer, recording the size of every model call."""
+
+    def __init__(self, inner: RewardScorer):
+        self.inner, self.calls = inner, []
+        self.served_model_name, self.max_length, self.path = (
+            inner.served_model_name,
+            inner.max_length,
+            inner.path,
+        )
+
+    def encode(self, messages):
+        return self.inner.encode(messages)
+
+    def score_ids(self, batch):
+        self.calls.append(len(batch))
+        return self.inner.score_ids(batch)
+
+
+def test_concurrent_requests_share_one_model_call_with_the_scores_of_alone(scorer):
+    convs = [
+        [
+            {"role": "user", "content": f"Question {i}: " + "why? " * i},
+            {"role": "assistant", "content": "x" * (3 * i)},
+        ]
+        for i in range(8)
+    ]
+    alone = [scorer.score([c])[0] for c in convs]
+    counting = _CountingScorer(scorer)
+    results: dict[int, float] = {}
+    with RewardServer(counting, port=0, batch_size=8, batch_wait_ms=500) as server:
+        url = server.url + "/chat/completions"
+
+        def ask(i):
+            results[i] = parse_reward(_post(url, {"messages": convs[i]})[1])
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert max(counting.calls) > 1 and sum(counting.calls) == 8  # batched: fewer model calls than requests
+    assert [results[i] for i in range(8)] == pytest.approx(alone, abs=1e-4)
+    assert len({round(x, 4) for x in alone}) >= 6  # different rewards: a mixed-up order would show
+
+
+class _ConstantScorer:
+    served_model_name = "const-rm"
+    max_length = 1024
+    path = Path("const-rm")
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def encode(self, messages):
+        return [1, 2, 3]
+
+    def score_ids(self, batch):
+        return [self.value] * len(batch)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_score_is_an_error_not_nonstandard_json(value):
+    with RewardServer(_ConstantScorer(value), port=0) as server:
+        status, body = _raw(server.port, _post_head(str(len(BODY))), BODY)
+    assert status == 500 and b"reward:" not in body and b"NaN" not in body and b"Infinity" not in body
+    assert "non-finite score" in json.loads(body)["error"]["message"]  # strict JSON: parses without NaN
 
 
 class _SlowScorer:
@@ -263,3 +389,17 @@ def test_fingerprint_covers_weights_and_tokenizer_files(tmp_path, tiny_rm_dir):
     data[-1] ^= 1  # same size, one bit of a weight
     weights.write_bytes(bytes(data))
     assert model_fingerprint(folder) != base
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(scorer, monkeypatch):
+    import eval.reward_server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_BODY_BYTES", 100)
+    with RewardServer(scorer, port=0) as server:
+        big = json.dumps({"messages": CONV, "pad": "x" * 200}).encode()
+        status, body = _raw(server.port, _post_head(str(len(big))), big)
+        assert status == 413 and "over 100 bytes" in json.loads(body)["error"]["message"]
+        # Chunked: no Content-Length to check up front, so the limit applies while reading.
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        chunked = f"{len(big):x}\r\n".encode() + big + b"\r\n0\r\n\r\n"
+        assert _raw(server.port, head, chunked)[0] == 413

@@ -10,6 +10,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eval.sampling import SamplingParams
 from eval.submit import (
@@ -97,35 +99,58 @@ def _mutate(data: dict, path: str, value) -> dict:
 @pytest.mark.parametrize(
     "path, value, expected",
     [
-        ("schema_version", 2, "submission.schema_version: must be 1"),
+        ("schema_version", 2, "submission.schema_version: Input should be 1"),
         ("metadata", KeyError, "submission.metadata: is missing"),
         ("extra", 1, "submission.extra: unknown field"),
         ("metadata.model", "", "metadata.model: must be a non-empty string"),
-        ("metadata.method", None, "metadata.method: must be a non-empty string"),
-        ("metadata.git_commit", 5, "metadata.git_commit: must be a string or null"),
+        ("metadata.method", None, "metadata.method: Input should be a valid string"),
+        ("metadata.method", " ", "metadata.method: must be a non-empty string"),
+        ("metadata.git_commit", 5, "metadata.git_commit: Input should be a valid string"),
         ("metadata.created", "yesterday", "metadata.created: must be an ISO-8601"),
-        ("metadata.seed", -1, "metadata.seed: must be an int >= 0"),
-        ("metadata.backend", "tpu", "metadata.backend: must be 'hf' or 'vllm'"),
-        ("metadata.sampling.top_p", 0, "metadata.sampling.top_p: must be a number in (0, 1]"),
-        ("metadata.sampling.temperature", "hot", "metadata.sampling.temperature: must be a number >= 0"),
-        ("metadata.sampling.n", 4, "metadata.sampling.n: must be 1"),
-        ("metadata.sampling.max_new_tokens", 0, "metadata.sampling.max_new_tokens: must be an int >= 1"),
+        ("metadata.seed", -1, "metadata.seed: Input should be greater than or equal to 0"),
+        ("metadata.backend", "tpu", "metadata.backend: Input should be 'hf' or 'vllm'"),
+        ("metadata.sampling.top_p", 0, "metadata.sampling.top_p: Input should be greater than 0"),
+        (
+            "metadata.sampling.temperature",
+            "hot",
+            "metadata.sampling.temperature: Input should be a valid number",
+        ),
+        ("metadata.sampling.n", 4, "metadata.sampling.n: Input should be 1"),
+        (
+            "metadata.sampling.max_new_tokens",
+            0,
+            "metadata.sampling.max_new_tokens: Input should be greater than or equal to 1",
+        ),
         ("metadata.sampling.typo", 1, "metadata.sampling.typo: unknown field"),
         ("metadata.runtime", "x", "metadata.runtime: unknown field"),
-        ("countdown.items", [], "countdown.items: must be a non-empty list"),
+        ("countdown.items", [], "countdown.items: List should have at least 1 item"),
         ("countdown.template", "", "countdown.template: must be a non-empty string"),
-        ("countdown.prompt_source", "heldout", "countdown.prompt_source: must be an object"),
-        ("countdown.items.0.target", "5", "countdown.items[0].target: must be an int >= 0"),
-        ("countdown.items.0.target", True, "countdown.items[0].target: must be an int >= 0"),
-        ("countdown.items.0.nums", [3], "countdown.items[0].nums: must be a list of at least 2 ints"),
-        ("countdown.items.0.completion", None, "countdown.items[0].completion: must be a string"),
+        ("countdown.prompt_source", "heldout", "countdown.prompt_source: Input should be a valid dictionary"),
+        ("countdown.items.0.target", "5", "countdown.items[0].target: Input should be a valid integer"),
+        ("countdown.items.0.target", True, "countdown.items[0].target: Input should be a valid integer"),
+        (
+            "countdown.items.0.target",
+            -3,
+            "countdown.items[0].target: Input should be greater than or equal to 0",
+        ),
+        ("countdown.items.0.nums", [3], "countdown.items[0].nums: List should have at least 2 items"),
+        ("countdown.items.0.nums", [3, 1.5], "countdown.items[0].nums[1]: Input should be a valid integer"),
+        (
+            "countdown.items.0.completion",
+            None,
+            "countdown.items[0].completion: Input should be a valid string",
+        ),
         (
             "countdown.items.0.id",
             "cd-00001",
-            "countdown.items[1].id: duplicate id 'cd-00001' (also at index 0)",
+            "countdown.items: duplicate id 'cd-00001' at index 1 (also at index 0)",
         ),
-        ("countdown.items.1", "text", "countdown.items[1]: must be an object"),
-        ("ultrafeedback.items.2.response", ["a"], "ultrafeedback.items[2].response: must be a string"),
+        ("countdown.items.1", "text", "countdown.items[1]: Input should be a valid dictionary"),
+        (
+            "ultrafeedback.items.2.response",
+            ["a"],
+            "ultrafeedback.items[2].response: Input should be a valid string",
+        ),
         ("ultrafeedback.items.0.prompt", "  ", "ultrafeedback.items[0].prompt: must be a non-empty string"),
         ("ultrafeedback.items.0.id", KeyError, "ultrafeedback.items[0].id: is missing"),
         ("ultrafeedback.items.0.score", 1, "ultrafeedback.items[0].score: unknown field"),
@@ -135,8 +160,44 @@ def _mutate(data: dict, path: str, value) -> dict:
             "edited",
             "ultrafeedback.items[1].id: must be the sha256 of the prompt",
         ),
-        ("countdown.max_new_tokens", 0, "countdown.max_new_tokens: must be an int >= 1"),
-        ("ultrafeedback.max_new_tokens", "4", "ultrafeedback.max_new_tokens: must be an int >= 1"),
+        (
+            "countdown.max_new_tokens",
+            0,
+            "countdown.max_new_tokens: Input should be greater than or equal to 1",
+        ),
+        (
+            "ultrafeedback.max_new_tokens",
+            "4",
+            "ultrafeedback.max_new_tokens: Input should be a valid integer",
+        ),
+        # Non-finite numbers, huge integers, lone surrogates and nesting: refused with their path.
+        (
+            "metadata.sampling.temperature",
+            float("nan"),
+            "metadata.sampling.temperature: Input should be a finite",
+        ),
+        ("metadata.sampling.top_p", float("inf"), "metadata.sampling.top_p: Input should be a finite number"),
+        (
+            "countdown.prompt_source.seed",
+            float("-inf"),
+            "countdown.prompt_source: 'seed' must be a string, a finite",
+        ),
+        (
+            "countdown.prompt_source.extra",
+            [[1]],
+            "countdown.prompt_source: 'extra' must be a string, a finite",
+        ),
+        pytest.param(
+            "countdown.items.0.target",
+            10**5000,
+            "countdown.items[0].target: Input should be less than or equal",
+            id="5000-digit-target",
+        ),
+        (
+            "countdown.items.0.completion",
+            "ok \udc80",
+            "countdown.items[0].completion: holds a lone surrogate",
+        ),
     ],
 )
 def test_validator_names_every_bad_field(submission, path, value, expected):
@@ -153,7 +214,7 @@ def test_validator_reports_all_problems_and_needs_a_task(submission):
     no_task = {k: v for k, v in submission.items() if k not in ("countdown", "ultrafeedback")}
     with pytest.raises(SubmissionError, match="holds no task"):
         validate_submission(no_task)
-    with pytest.raises(SubmissionError, match="must be an object"):
+    with pytest.raises(SubmissionError, match="submission: Input should be a valid dictionary"):
         validate_submission([1, 2])
 
 
@@ -163,6 +224,86 @@ def test_load_submission_file_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{oops")
     with pytest.raises(SubmissionError, match="not valid JSON"):
         load_submission(tmp_path / "bad.json")
+
+
+def _hostile_file(tmp_path, submission, old: str, new: str):
+    text = json.dumps(submission)
+    assert old in text
+    path = tmp_path / "hostile.json"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            '"temperature": 0.0',
+            '"temperature": NaN',
+            "metadata.sampling.temperature: Input should be a finite",
+        ),
+        (
+            '"heldout": true',
+            '"heldout": Infinity',
+            "countdown.prompt_source: 'heldout' must be a string, a finite",
+        ),
+        ('"seed": 7', '"seed": -Infinity', "metadata.seed: Input should be a valid integer"),
+        (
+            '"target": ',
+            '"target": ' + "9" * 5000 + ', "x": ',
+            "countdown.items[0].target: Input should be a valid",
+        ),
+        (
+            '"completion": "',
+            '"completion": "\\ud800',
+            "countdown.items[0].completion: holds a lone surrogate",
+        ),
+        ('"response": "', '"response": "\\udfff', "ultrafeedback.items[0].response: holds a lone surrogate"),
+    ],
+)
+def test_hostile_numbers_and_strings_in_a_file_are_path_named_errors(
+    tmp_path, submission, old, new, expected
+):
+    path = _hostile_file(tmp_path, submission, old, new)
+    with pytest.raises(SubmissionError) as info:
+        load_submission(path)
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+def test_deep_nesting_and_huge_numbers_are_clean_cli_errors(tmp_path, submission, capsys):
+    deep = _hostile_file(
+        tmp_path, submission, '"heldout": true', '"heldout": ' + "[" * 100_000 + "]" * 100_000
+    )
+    with pytest.raises(SubmissionError, match=r"nested too deeply to read \(at line 1 column \d+\)"):
+        load_submission(deep)
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps(submission).replace('"seed": 7', '"seed": ' + "1" * 5000, 1))
+    for path in (deep, huge):
+        with pytest.raises(SystemExit) as info:
+            main(["--validate", str(path)])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
+    assert "metadata.seed: Input should be a valid integer, got <a 5000-digit integer>" in err
+
+
+def test_default_countdown_tasks_are_held_out(submission, tiny_model_dir):
+    """The submission's tasks come from the held-out key space (not merely labelled heldout: true)."""
+    from posttrain.data import is_heldout
+
+    default = build_submission(
+        model=str(tiny_model_dir),
+        method="sft",
+        tasks=["countdown"],
+        countdown_max_new_tokens=1,
+        backend="hf",
+        progress=False,
+    )
+    for data in (submission, default):
+        items = data["countdown"]["items"]
+        assert items and all(is_heldout(i["target"], i["nums"]) for i in items), items
+        assert all(str(i["target"]) in i["prompt"] for i in items)  # the prompts ask for those very tasks
+    assert len(default["countdown"]["items"]) == 32
 
 
 class LeaderboardServer:
@@ -412,3 +553,148 @@ def test_unavailable_model_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "no-such-model" in err
     assert "--model" in err and "MODEL=" in err and "Traceback" not in err
+
+
+class ScriptedSocketServer:
+    """A raw loopback server: reads one request, waits `delay_s`, then sends `answer` in chunks `step_s` apart."""
+
+    def __init__(self, answer: bytes, *, delay_s: float = 0.0, chunk: int = 1 << 20, step_s: float = 0.0):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/submit"
+        self.requests = 0
+        self.done = threading.Event()
+
+        def serve():
+            self.sock.settimeout(0.2)
+            while not self.done.is_set():
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    continue
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    while len(body) < length:
+                        body += conn.recv(65536)
+                    self.requests += 1
+                    if self.done.wait(delay_s):
+                        return
+                    try:
+                        for start in range(0, len(answer), chunk):
+                            conn.sendall(answer[start : start + chunk])
+                            if self.done.wait(step_s):
+                                return
+                    except OSError:
+                        pass
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def _http_answer(status: int, body: bytes) -> bytes:
+    return (
+        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def test_a_slow_answer_says_the_upload_was_sent(saved):
+    import time
+
+    with ScriptedSocketServer(_http_answer(200, b"{}"), delay_s=5) as server:
+        started = time.monotonic()
+        with pytest.raises(UploadError) as info:
+            upload_submission(saved, server.url, "tok", timeout_s=1)
+        elapsed = time.monotonic() - started
+        assert server.requests == 1
+    message = str(info.value)
+    assert "could not reach" not in message and "was sent to" in message and "may have received it" in message
+    assert "resend" in message and elapsed < 3
+
+
+def test_a_byte_at_a_time_answer_is_cut_at_the_total_deadline(saved):
+    import time
+
+    body = json.dumps({"id": "sub-1", "pad": "x" * 200}).encode()
+    with ScriptedSocketServer(_http_answer(200, body), chunk=1, step_s=0.05) as server:
+        started = time.monotonic()
+        with pytest.raises(UploadError, match="no complete answer within --timeout_s 1 s"):
+            upload_submission(saved, server.url, "tok", timeout_s=1)
+        assert time.monotonic() - started < 3  # urllib's per-read timeout alone: ~12 s here
+    assert not saved.with_suffix(".receipt.json").exists()
+
+
+TOKEN = "lb-SECRET-7f3a9c21e4"
+
+
+@pytest.mark.parametrize("status", [200, 400, 500])
+def test_a_token_echoed_by_the_server_lands_nowhere(saved, status, monkeypatch, capsys):
+    # The echo sits where a 300-character cut of the message would keep only part of it.
+    echo = {"error": {"message": "x" * 280 + f" Bearer {TOKEN}"}, "token": TOKEN}
+    # ... and once JSON-escaped, so that only the decoded text holds it.
+    body = json.dumps(echo)[:-1] + ', "escaped": "' + TOKEN.replace("-", "\\u002d") + '"}'
+    with ScriptedSocketServer(_http_answer(status, body.encode())) as server:
+        monkeypatch.setenv("LEADERBOARD_TOKEN", TOKEN)
+        if status == 200:
+            main(["--upload", str(saved), "--url", server.url])
+            receipt = saved.with_suffix(".receipt.json").read_text()
+            assert "SECRET" not in receipt and "***" in receipt
+        else:
+            with pytest.raises(SystemExit):
+                main(["--upload", str(saved), "--url", server.url])
+    captured = capsys.readouterr()
+    assert "SECRET" not in captured.out + captured.err
+
+
+_JSON_LEAVES = (
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), 10**30, -1, "\ud800", "a\udfffb", ""])
+    | st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(alphabet=st.characters(exclude_categories=[]), max_size=8)  # surrogates included
+)
+_JSON = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+_PATHS = [
+    "schema_version",
+    "metadata.seed",
+    "metadata.created",
+    "metadata.sampling.top_p",
+    "metadata.sampling.batch_size",
+    "countdown.prompt_source.seed",
+    "countdown.items.0.nums",
+    "countdown.items.1.target",
+    "countdown.items.0.completion",
+    "ultrafeedback.items.0.prompt",
+    "ultrafeedback.max_new_tokens",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(_PATHS), value=_JSON)
+def test_any_json_value_anywhere_is_valid_or_a_path_named_error(submission, path, value):
+    data = _mutate(submission, path, value)
+    try:
+        validate_submission(data)
+    except SubmissionError as exc:
+        assert exc.problems and all(": " in p for p in exc.problems)
+        str(exc).encode("utf-8")  # printable: no lone surrogate reaches the error text
+        return
+    # Valid: then it is plain JSON that can be written and read back unchanged.
+    text = json.dumps(data, allow_nan=False, ensure_ascii=False)
+    assert json.loads(text.encode("utf-8")) == data
