@@ -48,6 +48,7 @@ from rewards.api_retry import (
     RetryPolicy,
     call_with_deadline,
     call_with_retries,
+    openai_client,
     redact,
 )
 
@@ -391,15 +392,7 @@ class RewardClient:
     def _call(self, request: Any, what: str) -> Any:
         """``request(client)`` on a client of its own, under the total deadline (closing the client is how a
         request past it is abandoned)."""
-        from openai import OpenAI
-
-        # Retries are ours (counted, with our backoff); the library's own would hide them.
-        client = OpenAI(
-            base_url=self.base_url,
-            api_key=self._api_key or "not-needed",
-            max_retries=0,
-            timeout=self.timeout_s,
-        )
+        client = openai_client(self.base_url, self._api_key or "not-needed", self.timeout_s)
         return call_with_deadline(lambda: request(client), self.timeout_s, close=client.close, name=what)
 
     def _score_once(self, messages: Messages) -> float:

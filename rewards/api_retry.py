@@ -8,6 +8,7 @@ which fail at once (other 4xx) and which mean the configuration is wrong (401/40
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
@@ -39,6 +40,28 @@ def redact(value: T, secret: str | None) -> T:
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v, secret) for v in value)  # type: ignore[return-value]
     return value
+
+
+@functools.cache
+def _ssl_context() -> Any:
+    # Building a context loads the CA store (tens of ms); one per request would dominate a local endpoint's
+    # latency. The HTTP library's own default context, built once and shared (contexts are thread-safe).
+    try:
+        import httpx2 as httpx  # what openai >= 2 uses
+    except ImportError:
+        import httpx
+    return httpx.create_ssl_context()
+
+
+def openai_client(base_url: str, api_key: str, timeout_s: float) -> Any:
+    """A client for ONE request (closing it abandons that request only), without the library's own retries
+    (ours are counted and logged) and with the SDK's HTTP defaults."""
+    import openai
+
+    http_client = openai.DefaultHttpxClient(verify=_ssl_context(), timeout=timeout_s)
+    return openai.OpenAI(
+        base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0, http_client=http_client
+    )
 
 
 class DeadlineExceeded(TimeoutError):

@@ -51,7 +51,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rewards.api_retry import CallFailed, EndpointRefused, RetryPolicy, call_with_deadline, call_with_retries
+from rewards.api_retry import (
+    CallFailed,
+    EndpointRefused,
+    RetryPolicy,
+    call_with_deadline,
+    call_with_retries,
+    openai_client,
+)
 from rewards.format import _content_text, completion_text
 
 if TYPE_CHECKING:
@@ -311,8 +318,6 @@ class LLMJudgeReward:
 
     def _new_client(self) -> Any:
         """A client for one request: closing it is how a request past its deadline is abandoned."""
-        import openai
-
         key = self._api_key()
         if key == NO_KEY and not self._told_no_key:
             self._told_no_key = True
@@ -320,8 +325,7 @@ class LLMJudgeReward:
                 "llm_judge: $%s is not set; sending no API key (fine for a local vLLM server)",
                 self.api_key_env,
             )
-        # Retries are ours (counted, logged, tested), so the client's own are off.
-        return openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=0)
+        return openai_client(self.base_url, key, self.timeout_s)
 
     def _count(self, **increments: int) -> None:
         with self._lock:
