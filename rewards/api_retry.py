@@ -32,9 +32,10 @@ def redact(value: T, secret: str | None) -> T:
     """``value`` with ``secret`` (and any bearer token) replaced by ``***`` in every string, also inside dicts,
     lists and tuples. A secret shorter than 4 characters is not searched for (it would mangle ordinary text)."""
     if isinstance(value, str):
+        value = _BEARER.sub(r"\1***", value)
         while secret and len(secret) >= 4 and secret in value:  # repeated: a replacement can form a new one
             value = value.replace(secret, "***")
-        return _BEARER.sub(r"\1***", value)  # type: ignore[return-value]
+        return value  # type: ignore[return-value]
     if isinstance(value, dict):
         return {redact(k, secret): redact(v, secret) for k, v in value.items()}  # type: ignore[return-value]
     if isinstance(value, (list, tuple)):
