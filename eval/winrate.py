@@ -676,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
     r.add_argument("--max_retries", type=int, default=5)
-    r.add_argument("--timeout_s", type=float, default=60.0, help="per request")
+    r.add_argument("--timeout_s", type=float, default=60.0, help="total deadline per request (s)")
     r.add_argument("--backoff_s", type=float, default=1.0, help="first retry wait; doubles each retry")
     r.add_argument(
         "--max_reward_tokens",
