@@ -386,8 +386,9 @@ class RewardClient:
         self._api_key = api_key or None  # kept for each request's client and for redaction only
 
     def redact(self, value: T) -> T:
-        """``value`` (a string, or a dict/list of them) with the API key and any bearer token scrubbed."""
-        return redact(value, self._api_key)
+        """``value`` (a string, or a dict/list of them) with the API key scrubbed (for what a caller writes:
+        this client's own errors are scrubbed of bearer tokens too)."""
+        return redact(value, self._api_key, bearer=False)
 
     def _call(self, request: Any, what: str) -> Any:
         """``request(client)`` on a client of its own, under the total deadline (closing the client is how a
@@ -457,10 +458,10 @@ class RewardClient:
             page = self._call(lambda client: client.models.list(), "reward-models")
             return [m.model_dump() if hasattr(m, "model_dump") else dict(m) for m in page.data]
         except openai.APIConnectionError as exc:
+            cause = redact(str(exc.__cause__ or exc), self._api_key)[:200]
             message = (
-                f"no reward endpoint answers at {redact_url(self.base_url)} "
-                f"({self.redact(str(exc.__cause__ or exc))[:200]}). Start the local one with `make serve-reward "
-                f"RM=...` (another terminal), or pass --serve_rm PATH to start it inside this run."
+                f"no reward endpoint answers at {redact_url(self.base_url)} ({cause}). Start the local one with "
+                f"`make serve-reward RM=...` (another terminal), or pass --serve_rm PATH to start it inside this run."
             )
         except openai.APIStatusError as exc:
             if exc.status_code not in (401, 403):

@@ -28,18 +28,24 @@ REFUSED_STATUS = frozenset({401, 403, 404})
 _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 
 
-def redact(value: T, secret: str | None) -> T:
-    """``value`` with ``secret`` (and any bearer token) replaced by ``***`` in every string, also inside dicts,
-    lists and tuples. A secret shorter than 4 characters is not searched for (it would mangle ordinary text)."""
+def redact(value: T, secret: str | None, *, bearer: bool = True) -> T:
+    """``value`` with ``secret`` replaced by ``***`` in every string, also inside dicts, lists and tuples; with
+    ``bearer``, any ``Bearer <token>`` too (for error messages: ordinary text may say "bearer"). A secret shorter
+    than 4 characters is not searched for (it would mangle ordinary text)."""
     if isinstance(value, str):
-        value = _BEARER.sub(r"\1***", value)
+        if bearer:
+            value = _BEARER.sub(r"\1***", value)  # type: ignore[assignment]
         while secret and len(secret) >= 4 and secret in value:  # repeated: a replacement can form a new one
-            value = value.replace(secret, "***")
-        return value  # type: ignore[return-value]
-    if isinstance(value, dict):
-        return {redact(k, secret): redact(v, secret) for k, v in value.items()}  # type: ignore[return-value]
-    if isinstance(value, (list, tuple)):
-        return type(value)(redact(v, secret) for v in value)  # type: ignore[return-value]
+            value = value.replace(secret, "***")  # type: ignore[assignment]
+        return value
+    if isinstance(value, (dict, list, tuple)):
+
+        def inner(item: Any) -> Any:
+            return redact(item, secret, bearer=bearer)
+
+        if isinstance(value, dict):
+            return {inner(k): inner(v) for k, v in value.items()}  # type: ignore[return-value]
+        return type(value)(inner(v) for v in value)  # type: ignore[return-value]
     return value
 
 

@@ -30,6 +30,8 @@ def test_redact_hand_computed():
     assert redact(nested, SECRET) == {"error": ["x***y", ("***", 3)], "k-***": None, "n": 1.5}
     assert redact("abc is fine", "abc") == "abc is fine"  # under 4 characters: not searched for
     assert redact("****", "****") == "***" and redact("*****", "****") == "***"  # no secret re-formed
+    # For what a run writes (responses may say "bearer"), only the secret itself goes.
+    assert redact(f"the bearer of {SECRET}", SECRET, bearer=False) == "the bearer of ***"
 
 
 @settings(max_examples=300, deadline=None)
