@@ -13,15 +13,18 @@ Response shapes `parse_reward` accepts (a ChatCompletion object or its dict), fi
    number, not a string) is the score (the same number, in the form NVIDIA's API also returns it).
 Anything else raises `RewardParseError` (never a silent 0): an error body, no choices, a bare number, a content
 without a ``reward`` key and no logprob, a ``reward`` value that is not a finite number (``reward:nan``,
-``reward:abc``: an error even when a logprob is present), text after the number, a plain string body (what the
-openai client returns when the server sends non-JSON).
+``reward:abc``: an error even when a logprob is present), text after the number, a content longer than
+``MAX_CONTENT_CHARS``, a body that is not JSON (also when it comes with a JSON content type) or is longer than
+``MAX_REPLY_BYTES``. The parse is linear in the content's length.
 
 `RewardClient` adds what a long evaluation needs: an on-disk cache keyed by (endpoint model, messages) so a
-re-run or a resumed run never pays for a score twice, retries with exponential backoff (and ``Retry-After``) on
-429, 408/409, 5xx, timeouts and dropped connections (an unparseable body is retried once only: it is rarely
-transient), and a fatal stop on a refused key
-(401/403) or an unknown model (404) instead of failing every item one by one. The API key is read from an
-environment variable by the caller and is never logged or written anywhere.
+re-run or a resumed run never pays for a score twice, a total deadline per request (``timeout_s``: a server that
+trickles its answer cannot hold an item), retries with exponential backoff (and ``Retry-After``) on 429,
+408/409, 5xx, timeouts and dropped connections (an unparseable body is retried once only: it is rarely
+transient), and a fatal stop on a refused key (401/403) or an unknown model (404) instead of failing every item
+one by one. Deadline, retries and redaction are `rewards.api_retry`'s. The API key is passed in by the caller,
+never logged or written, and scrubbed from every error (an endpoint may echo it back); `RewardClient.redact`
+scrubs it from anything else a caller writes.
 """
 
 from __future__ import annotations
@@ -31,26 +34,37 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from rewards.api_retry import (
+    CallFailed,
+    EndpointRefused,
+    RetryPolicy,
+    call_with_deadline,
+    call_with_retries,
+    openai_client,
+    redact,
+)
 
 logger = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
+T = TypeVar("T")
 
-_NAME_VALUE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\- ]*?)\s*:\s*(\S.*?)\s*$", re.S)
+# Untrusted answers are bounded: Nemotron's content is ``reward:<float>`` (or a few ``name:value`` pairs).
+MAX_CONTENT_CHARS = 10_000
+MAX_REPLY_BYTES = 1_000_000
+# A name of a ``name:value`` pair; a fullmatch without nested or overlapping repeats runs in linear time.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\- ]*")
 # A plain ASCII decimal: no "_" separators, no non-ASCII digits (float() would accept both), nothing around it.
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
-# Does the content name a ``reward`` key at all (then it must parse; no logprobs fallback)?
-_REWARD_KEY = re.compile(r"(?:^|,)\s*reward\s*:", re.I)
 
 
 class RewardParseError(ValueError):
@@ -96,6 +110,14 @@ def _number_text(text: str, where: str) -> float:
     return number
 
 
+def _names_reward(content: str) -> bool:
+    """Does the content name a ``reward`` key at all (then it must parse; no logprobs fallback)?"""
+    return any(
+        sep and name.strip().lower() == "reward"
+        for name, sep, _ in (part.partition(":") for part in content.split(","))
+    )
+
+
 def _from_content(content: Any) -> float | None:
     """The ``reward`` value of a ``name:value[,name:value...]`` content; None when there is no content."""
     if content is None or (isinstance(content, str) and not content.strip()):
@@ -104,18 +126,24 @@ def _from_content(content: Any) -> float | None:
         raise RewardParseError(
             f"message content is {type(content).__name__}, expected a 'reward:<float>' string"
         )
+    if len(content) > MAX_CONTENT_CHARS:
+        raise RewardParseError(
+            f"message content is {len(content)} characters long (at most {MAX_CONTENT_CHARS}), "
+            f"expected 'reward:<float>': {content[:80]!r}"
+        )
     pairs: dict[str, str] = {}
     for part in content.split(","):
-        match = _NAME_VALUE.match(part)
-        if not match:
+        name, sep, value = part.partition(":")  # the first colon ends the name, as in 'name:value'
+        name, value = name.strip(), value.strip()
+        if not sep or not value or not _NAME.fullmatch(name):
             raise RewardParseError(f"message content is not 'reward:<float>': {content[:120]!r}")
-        name = match.group(1).strip().lower()
+        name = name.lower()
         if name in pairs:
             raise RewardParseError(f"message content gives the key {name!r} twice: {content[:120]!r}")
-        pairs[name] = match.group(2)
+        pairs[name] = value
     if "reward" not in pairs:
         raise RewardParseError(
-            f"message content has no 'reward' value (keys: {sorted(pairs)}); this parser reads the "
+            f"message content has no 'reward' value (keys: {sorted(pairs)[:10]}); this parser reads the "
             f"Llama-3.1-Nemotron-70B-Reward format 'reward:<float>'"
         )
     return _number_text(pairs["reward"], "the 'reward' value in the message content")
@@ -169,14 +197,36 @@ def parse_reward(response: Any) -> float:
         value, content_error = None, exc
     if value is not None:
         return value
-    if content_error is not None and isinstance(content, str) and _REWARD_KEY.search(content):
-        raise content_error  # the content names a reward but it is unreadable: no fallback
+    if content_error is not None and isinstance(content, str):
+        if len(content) > MAX_CONTENT_CHARS or _names_reward(content):
+            raise content_error  # the content names a reward (or is oversized) but is unreadable: no fallback
     value = _from_logprobs(choice.get("logprobs"))
     if value is not None:
         return value
     if content_error is not None:
         raise content_error
     raise RewardParseError("the response holds neither a 'reward:<float>' content nor a 'reward' logprob")
+
+
+def decode_reply(body: bytes) -> Any:
+    """The JSON of a 200 answer's body; `RewardParseError` for an empty, non-JSON or too deeply nested body (a
+    JSON content type proves nothing)."""
+    if not body.strip():
+        raise RewardParseError("the endpoint answered 200 with an empty body")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        text = body[:120].decode(errors="replace")
+        raise RewardParseError(f"the endpoint answered with a non-JSON body: {text!r}") from None
+
+
+def _read_capped(chunks: Any, limit: int = MAX_REPLY_BYTES) -> bytes:
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise RewardParseError(f"the endpoint's answer is longer than {limit} bytes")
+    return bytes(body)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -301,16 +351,13 @@ class ClientStats:
         }
 
 
-RETRYABLE_STATUS = {408, 409, 429}
-
-
 class RewardClient:
     """Scores conversations through an OpenAI-compatible reward endpoint; thread-safe (one per run).
 
-    ``max_retries`` counts retries after the first attempt; the wait before retry i is
-    ``min(backoff_max_s, backoff_s * 2**i)`` with +-25% jitter, or the server's ``Retry-After`` when it is
-    shorter than ``backoff_max_s``. An unparseable body is not a transient fault: it is retried at most
-    ``max_parse_retries`` times (1), within ``max_retries``.
+    ``timeout_s`` is each request's total deadline. ``max_retries`` counts retries after the first attempt; the
+    wait before retry i is ``backoff_s * 2**i`` with jitter, capped at ``backoff_max_s`` (a longer
+    ``Retry-After`` is honoured up to the cap). An unparseable body is not a transient fault: it is retried at
+    most ``max_parse_retries`` times (1), within ``max_retries``.
     """
 
     def __init__(
@@ -326,111 +373,106 @@ class RewardClient:
         backoff_max_s: float = 30.0,
         max_parse_retries: int = 1,
     ):
-        from openai import OpenAI
-
         if max_retries < 0 or max_parse_retries < 0:
             raise ValueError(
                 f"max_retries and max_parse_retries must be >= 0, got {max_retries}, {max_parse_retries}"
             )
         self.base_url = base_url
         self.model = model
-        self.max_retries = max_retries
-        self.max_parse_retries = max_parse_retries
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
+        self.timeout_s = timeout_s
+        self.policy = RetryPolicy(max_retries, backoff_s, backoff_max_s, max_parse_retries)
         self.cache = ScoreCache(cache_path)
         self.stats = ClientStats()
-        # Retries are ours (counted, with our backoff); the library's own would hide them.
-        self._client = OpenAI(
-            base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout_s
+        self._api_key = api_key or None  # kept for each request's client and for redaction only
+
+    def redact(self, value: T) -> T:
+        """``value`` (a string, or a dict/list of them) with the API key scrubbed (for what a caller writes:
+        this client's own errors are scrubbed of bearer tokens too)."""
+        return redact(value, self._api_key, bearer=False)
+
+    def _call(self, request: Any, what: str) -> Any:
+        """``request(client)`` on a client of its own, under the total deadline (closing the client is how a
+        request past it is abandoned)."""
+        client = openai_client(self.base_url, self._api_key or "not-needed", self.timeout_s)
+        return call_with_deadline(lambda: request(client), self.timeout_s, close=client.close, name=what)
+
+    def _score_once(self, messages: Messages) -> float:
+        def post(client: Any) -> bytes:
+            create = client.chat.completions.with_streaming_response.create
+            with create(model=self.model, messages=messages) as response:
+                return _read_capped(response.iter_bytes())
+
+        return parse_reward(decode_reply(self._call(post, "reward-request")))
+
+    def _refused(self, failure: EndpointRefused) -> RewardEndpointError:
+        where = redact_url(self.base_url)
+        if failure.status == 404:
+            return RewardEndpointError(
+                f"the reward endpoint {where} answered 404 for model {self.redact(self.model)!r}: "
+                f"{failure.message}. Check --reward_model and the base URL (it should end in /v1)."
+            )
+        return RewardEndpointError(
+            f"the reward endpoint {where} refused the API key ({failure.status}): {failure.message}. "
+            f"Set the key's environment variable (see --api_key_env)."
         )
 
-    def _sleep(self, attempt: int, retry_after: float | None) -> None:
-        delay = min(self.backoff_max_s, self.backoff_s * (2**attempt)) * (1 - 0.25 * random.random())
-        if retry_after is not None and 0 <= retry_after <= self.backoff_max_s:
-            delay = retry_after
-        time.sleep(delay)
-
     def score(self, messages: Messages) -> ScoreResult:
-        import openai
-
+        """The item's score, or a failed `ScoreResult` (never an exception) unless the endpoint refuses the key
+        or the model (`RewardEndpointError`: every other item would fail the same way)."""
         key = cache_key(self.model, messages)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.add("cache_hits")
             return ScoreResult(score=cached, cached=True)
-        last_error = "no attempt made"
-        parse_failures = 0
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.stats.add("retries")
+        refused: EndpointRefused | None = None
+        try:
+            value, attempts = call_with_retries(
+                lambda: self._score_once(messages),
+                self.policy,
+                secret=self._api_key,
+                unusable=(RewardParseError,),
+                on_failure=lambda failure: self.stats.error(failure.kind),
+                what="reward request",
+            )
+        except EndpointRefused as failure:
+            refused = failure
+        except CallFailed as failure:
+            self.stats.add("requests", failure.attempts)
+            self.stats.add("retries", failure.attempts - 1)
+            self.stats.add("failed")
+            return ScoreResult(score=None, attempts=failure.attempts, error=failure.message)
+        if refused is not None:  # raised outside the handler: no library exception rides along as context
             self.stats.add("requests")
-            retry_after = None
-            try:
-                response = self._client.chat.completions.create(model=self.model, messages=messages)
-                value = parse_reward(response)
-            except RewardParseError as exc:
-                kind, last_error = "unparseable", f"unparseable response: {exc}"
-            except openai.APITimeoutError:
-                kind, last_error = "timeout", "request timed out"
-            except openai.APIConnectionError as exc:
-                kind, last_error = "connection", f"connection error: {exc.__cause__ or exc}"
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                detail = str(exc.message)[:300]
-                if status in (401, 403):
-                    raise RewardEndpointError(
-                        f"the reward endpoint {redact_url(self.base_url)} refused the API key ({status}): "
-                        f"{detail}. Set the key's environment variable (see --api_key_env)."
-                    ) from None
-                if status == 404:
-                    raise RewardEndpointError(
-                        f"the reward endpoint {redact_url(self.base_url)} answered 404 for model "
-                        f"{self.model!r}: {detail}. Check --reward_model and the base URL (it should end in /v1)."
-                    ) from None
-                kind, last_error = f"http_{status}", f"HTTP {status}: {detail}"
-                if status not in RETRYABLE_STATUS and status < 500:
-                    self.stats.error(kind)
-                    break  # 400/413/422: the same request would fail again
-                header = exc.response.headers.get("retry-after")
-                try:
-                    retry_after = float(header) if header is not None else None
-                except ValueError:
-                    retry_after = None
-            else:
-                self.cache.put(key, self.model, value)
-                self.stats.add("scored")
-                return ScoreResult(score=value, attempts=attempt + 1)
-            self.stats.error(kind)
-            if kind == "unparseable":
-                parse_failures += 1
-                if parse_failures > self.max_parse_retries:
-                    break  # the same answer again is the likely outcome: fail the item
-            if attempt < self.max_retries:
-                logger.debug(
-                    "reward request failed (%s), retry %d/%d", last_error, attempt + 1, self.max_retries
-                )
-                self._sleep(attempt, retry_after)
-        self.stats.add("failed")
-        return ScoreResult(score=None, attempts=attempt + 1, error=last_error)
+            raise self._refused(refused)
+        self.stats.add("requests", attempts)
+        self.stats.add("retries", attempts - 1)
+        self.cache.put(key, self.model, value)
+        self.stats.add("scored")
+        return ScoreResult(score=value, attempts=attempts)
 
     def list_models(self) -> list[dict[str, Any]]:
         """``/v1/models`` entries (id, and ``max_model_len`` where the server says it); [] if unsupported."""
         import openai
 
         try:
-            page = self._client.models.list()
+            page = self._call(lambda client: client.models.list(), "reward-models")
+            return [m.model_dump() if hasattr(m, "model_dump") else dict(m) for m in page.data]
         except openai.APIConnectionError as exc:
-            raise RewardEndpointError(
-                f"no reward endpoint answers at {redact_url(self.base_url)} ({exc.__cause__ or exc}). "
-                f"Start the local one with `make serve-reward RM=...` (another terminal), or pass "
-                f"--serve_rm PATH to start it inside this run."
-            ) from None
+            cause = redact(str(exc.__cause__ or exc), self._api_key)[:200]
+            message = (
+                f"no reward endpoint answers at {redact_url(self.base_url)} ({cause}). Start the local one with "
+                f"`make serve-reward RM=...` (another terminal), or pass --serve_rm PATH to start it inside this run."
+            )
         except openai.APIStatusError as exc:
-            if exc.status_code in (401, 403):
-                raise RewardEndpointError(
-                    f"the reward endpoint {redact_url(self.base_url)} refused the API key "
-                    f"({exc.status_code}); set the key's environment variable (see --api_key_env)."
-                ) from None
+            if exc.status_code not in (401, 403):
+                return []
+            message = (
+                f"the reward endpoint {redact_url(self.base_url)} refused the API key "
+                f"({exc.status_code}); set the key's environment variable (see --api_key_env)."
+            )
+        except Exception as exc:  # noqa: BLE001 - a garbage or trickled listing is "unsupported", not a crash
+            logger.warning(
+                "%s/models gave no usable model list (%s)", redact_url(self.base_url), type(exc).__name__
+            )
             return []
-        return [m.model_dump() if hasattr(m, "model_dump") else dict(m) for m in page.data]
+        raise RewardEndpointError(message)

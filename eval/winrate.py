@@ -51,11 +51,13 @@ from eval.reward_client import (  # noqa: F401 (parse_reward and RewardParseErro
     RewardClient,
     RewardEndpointError,
     RewardParseError,
+    ScoreResult,
     parse_reward,
     redact_url,
 )
 from eval.sampling import BACKENDS, SamplingParams, generate, resolve_backend
 from posttrain.io import atomic_write_json, atomic_write_jsonl
+from rewards.api_retry import redact
 
 logger = logging.getLogger("eval.winrate")
 
@@ -320,6 +322,159 @@ def truncate_pair(prompt: str, response: str, tokenizer: Any, budget: int) -> tu
 # ----------------------------------------------------------------------------------------------------------
 
 
+Conversation = list[dict[str, str]]
+ROLES = ("policy", "reference")
+
+
+def _scoring_budget(max_reward_tokens: int, reward_token_margin: int, concurrency: int) -> int:
+    """Tokens left for prompt and response under the endpoint's limit (a clear error when too few)."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    budget = max_reward_tokens - reward_token_margin
+    if budget < 16:
+        raise ValueError(
+            f"max_reward_tokens ({max_reward_tokens}) minus reward_token_margin ({reward_token_margin}) leaves "
+            f"{budget} tokens for prompt and response; raise the limit or lower the margin"
+        )
+    return budget
+
+
+def generate_both(
+    prompts: list[str],
+    params: SamplingParams,
+    models: dict[str, tuple[str, str | None]],
+    *,
+    backend: str,
+    cache_dir: Path,
+    progress: bool,
+) -> tuple[dict[str, list[str]], dict[str, bool]]:
+    """Responses of policy and reference (``models``: role -> (name, revision)) and whether each was reused."""
+    responses: dict[str, list[str]] = {}
+    reused: dict[str, bool] = {}
+    for role in ROLES:
+        name, revision = models[role]
+        responses[role], reused[role] = generate_responses(
+            name, prompts, params, revision=revision, backend=backend, cache_dir=cache_dir, progress=progress
+        )
+    return responses, reused
+
+
+def build_conversations(
+    prompts: list[str], responses: dict[str, list[str]], tokenizer: Any, budget: int
+) -> tuple[dict[str, list[Conversation]], dict[str, list[bool]]]:
+    """Per role, the ``[user, assistant]`` conversations cut to ``budget`` tokens, and which were cut."""
+    conversations: dict[str, list[Conversation]] = {}
+    truncated: dict[str, list[bool]] = {}
+    for role in ROLES:
+        if len(responses[role]) != len(prompts):
+            raise ValueError(f"{role}: {len(responses[role])} responses for {len(prompts)} prompts")
+        conversations[role], truncated[role] = [], []
+        for prompt, response in zip(prompts, responses[role], strict=True):
+            p, r, cut = truncate_pair(prompt, response, tokenizer, budget)
+            conversations[role].append([{"role": "user", "content": p}, {"role": "assistant", "content": r}])
+            truncated[role].append(cut)
+    return conversations, truncated
+
+
+def _conversation_key(conversation: Conversation) -> str:
+    return json.dumps(conversation, sort_keys=True)
+
+
+def score_conversations(
+    client: RewardClient, conversations: dict[str, list[Conversation]], concurrency: int
+) -> dict[str, ScoreResult]:
+    """Each distinct conversation scored once (identical answers of policy and reference are one request)."""
+    jobs = {_conversation_key(c): c for role in ROLES for c in conversations[role]}
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return dict(zip(jobs, pool.map(client.score, jobs.values()), strict=True))
+
+
+def run_provenance(
+    *,
+    model: str,
+    model_revision: str | None,
+    reference: str,
+    reference_revision: str | None,
+    params: SamplingParams,
+    backend: str,
+    reward_model: str,
+) -> dict[str, Any]:
+    """What produced the numbers: on every result line (``run``) and at the top of the summary."""
+    from posttrain.runtime import git_commit
+
+    return {
+        "model": model,
+        "model_revision": model_revision,
+        "model_commit": resolve_model_commit(model, model_revision),
+        "model_fingerprint": local_model_fingerprint(model),
+        "reference": reference,
+        "reference_revision": reference_revision,
+        "reference_commit": resolve_model_commit(reference, reference_revision),
+        "reference_fingerprint": local_model_fingerprint(reference),
+        "sampling": params.to_dict(),
+        "seed": params.seed,
+        "backend": resolve_backend(backend, model),
+        "reward_model": reward_model,
+        "git_commit": git_commit(),
+    }
+
+
+def result_rows(
+    prompts: list[str],
+    responses: dict[str, list[str]],
+    conversations: dict[str, list[Conversation]],
+    truncated: dict[str, list[bool]],
+    scores: dict[str, ScoreResult],
+    provenance: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One ``results.jsonl`` row per prompt (its outcome and rewards), and every failed (prompt, role)."""
+    rows, failed = [], []
+    for i, prompt in enumerate(prompts):
+        res = {role: scores[_conversation_key(conversations[role][i])] for role in ROLES}
+        errors = {role: res[role].error for role in ROLES if res[role].score is None}
+        for role, error in errors.items():
+            failed.append({"index": i, "prompt_id": prompt_id(prompt), "role": role, "error": error})
+        rows.append(
+            {
+                "index": i,
+                "prompt_id": prompt_id(prompt),
+                "prompt": prompt,
+                "policy_response": responses["policy"][i],
+                "reference_response": responses["reference"][i],
+                "policy_reward": res["policy"].score,
+                "reference_reward": res["reference"].score,
+                "outcome": outcome(res["policy"].score, res["reference"].score),
+                "policy_truncated": truncated["policy"][i],
+                "reference_truncated": truncated["reference"][i],
+                "errors": errors or None,
+                "run": provenance,
+            }
+        )
+    return rows, failed
+
+
+def win_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, win rate with its 95% Wilson interval, ties as half, and mean rewards over the scored rows."""
+    counts = {"win": 0, "loss": 0, "tie": 0, "failed": 0}
+    for row in rows:
+        counts[row["outcome"]] += 1
+    scored_rows = [row for row in rows if row["outcome"] != "failed"]
+    scored = len(scored_rows)
+    low, high = wilson_interval(counts["win"], scored)
+    return {
+        "n_scored": scored,
+        "n_failed": counts["failed"],
+        "wins": counts["win"],
+        "losses": counts["loss"],
+        "ties": counts["tie"],
+        "win_rate": counts["win"] / scored if scored else None,
+        "win_rate_ci95": [low, high] if scored else None,
+        "win_rate_ties_half": (counts["win"] + 0.5 * counts["tie"]) / scored if scored else None,
+        "mean_policy_reward": sum(r["policy_reward"] for r in scored_rows) / scored if scored else None,
+        "mean_reference_reward": sum(r["reference_reward"] for r in scored_rows) / scored if scored else None,
+    }
+
+
 def evaluate_winrate(
     *,
     model: str,
@@ -344,110 +499,41 @@ def evaluate_winrate(
     """Generate (or reuse), score, write ``results.jsonl`` and ``summary.json``; return the summary.
 
     ``responses`` (``{"policy": [...], "reference": [...]}``) skips generation, for callers that already
-    hold the answers.
+    hold the answers. The endpoint's API key is scrubbed from everything written or printed (an endpoint may
+    echo it back).
     """
     from posttrain.models import load_tokenizer
-    from posttrain.runtime import git_commit
 
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    budget = max_reward_tokens - reward_token_margin
-    if budget < 16:
-        raise ValueError(
-            f"max_reward_tokens ({max_reward_tokens}) minus reward_token_margin ({reward_token_margin}) leaves "
-            f"{budget} tokens for prompt and response; raise the limit or lower the margin"
-        )
+    budget = _scoring_budget(max_reward_tokens, reward_token_margin, concurrency)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     reused: dict[str, bool] = {}
     if responses is None:
-        responses = {}
-        for role, name, revision in (
-            ("policy", model, model_revision),
-            ("reference", reference, reference_revision),
-        ):
-            responses[role], reused[role] = generate_responses(
-                name,
-                prompts,
-                params,
-                revision=revision,
-                backend=backend,
-                cache_dir=out / "generations",
-                progress=progress,
-            )
-    for role in ("policy", "reference"):
-        if len(responses[role]) != len(prompts):
-            raise ValueError(f"{role}: {len(responses[role])} responses for {len(prompts)} prompts")
+        models = {"policy": (model, model_revision), "reference": (reference, reference_revision)}
+        responses, reused = generate_both(
+            prompts, params, models, backend=backend, cache_dir=out / "generations", progress=progress
+        )
     gen_seconds = time.perf_counter() - started
 
     # Token counting for the endpoint's limit: the endpoint's own tokenizer is rarely available (Nemotron's is
     # Llama 3.1's), so a stand-in counts; the margin absorbs the difference and the chat markup.
     tokenizer = load_tokenizer(count_tokenizer or model)
-    conversations: dict[str, list[list[dict[str, str]]]] = {}
-    truncated: dict[str, list[bool]] = {}
-    for role in ("policy", "reference"):
-        conversations[role], truncated[role] = [], []
-        for prompt, response in zip(prompts, responses[role], strict=True):
-            p, r, cut = truncate_pair(prompt, response, tokenizer, budget)
-            conversations[role].append([{"role": "user", "content": p}, {"role": "assistant", "content": r}])
-            truncated[role].append(cut)
-
-    # Score each distinct conversation once (identical answers of policy and reference are one request).
-    jobs = {json.dumps(c, sort_keys=True): c for role in conversations for c in conversations[role]}
+    conversations, truncated = build_conversations(prompts, responses, tokenizer, budget)
     score_started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        results = dict(zip(jobs, pool.map(client.score, jobs.values()), strict=True))
+    scores = score_conversations(client, conversations, concurrency)
     score_seconds = time.perf_counter() - score_started
 
-    # Provenance: on every result line (``run``) and at the top of the summary.
-    provenance: dict[str, Any] = {
-        "model": model,
-        "model_revision": model_revision,
-        "model_commit": resolve_model_commit(model, model_revision),
-        "model_fingerprint": local_model_fingerprint(model),
-        "reference": reference,
-        "reference_revision": reference_revision,
-        "reference_commit": resolve_model_commit(reference, reference_revision),
-        "reference_fingerprint": local_model_fingerprint(reference),
-        "sampling": params.to_dict(),
-        "seed": params.seed,
-        "backend": resolve_backend(backend, model),
-        "reward_model": client.model,
-        "git_commit": git_commit(),
-    }
-    rows, failed = [], []
-    counts = {"win": 0, "loss": 0, "tie": 0, "failed": 0}
-    sums = {"policy": 0.0, "reference": 0.0}
-    for i, prompt in enumerate(prompts):
-        res = {role: results[json.dumps(conversations[role][i], sort_keys=True)] for role in conversations}
-        result = outcome(res["policy"].score, res["reference"].score)
-        counts[result] += 1
-        if result != "failed":
-            sums["policy"] += res["policy"].score
-            sums["reference"] += res["reference"].score
-        errors = {role: res[role].error for role in res if res[role].score is None}
-        for role, error in errors.items():
-            failed.append({"index": i, "prompt_id": prompt_id(prompt), "role": role, "error": error})
-        rows.append(
-            {
-                "index": i,
-                "prompt_id": prompt_id(prompt),
-                "prompt": prompt,
-                "policy_response": responses["policy"][i],
-                "reference_response": responses["reference"][i],
-                "policy_reward": res["policy"].score,
-                "reference_reward": res["reference"].score,
-                "outcome": result,
-                "policy_truncated": truncated["policy"][i],
-                "reference_truncated": truncated["reference"][i],
-                "errors": errors or None,
-                "run": provenance,
-            }
-        )
-
-    scored = counts["win"] + counts["loss"] + counts["tie"]
-    low, high = wilson_interval(counts["win"], scored)
+    provenance = run_provenance(
+        model=model,
+        model_revision=model_revision,
+        reference=reference,
+        reference_revision=reference_revision,
+        params=params,
+        backend=backend,
+        reward_model=client.model,
+    )
+    rows, failed = result_rows(prompts, responses, conversations, truncated, scores, provenance)
     summary: dict[str, Any] = {
         "task": "winrate",
         **provenance,
@@ -455,21 +541,12 @@ def evaluate_winrate(
         "reward_endpoint": redact_url(client.base_url),
         "prompt_source": prompt_source,
         "n_prompts": len(prompts),
-        "n_scored": scored,
-        "n_failed": counts["failed"],
-        "wins": counts["win"],
-        "losses": counts["loss"],
-        "ties": counts["tie"],
-        "win_rate": counts["win"] / scored if scored else None,
-        "win_rate_ci95": [low, high] if scored else None,
-        "win_rate_ties_half": (counts["win"] + 0.5 * counts["tie"]) / scored if scored else None,
-        "mean_policy_reward": sums["policy"] / scored if scored else None,
-        "mean_reference_reward": sums["reference"] / scored if scored else None,
-        "truncated": {role: sum(truncated[role]) for role in truncated},
+        **win_statistics(rows),
+        "truncated": {role: sum(truncated[role]) for role in ROLES},
         "max_reward_tokens": max_reward_tokens,
         "reward_token_margin": reward_token_margin,
         "count_tokenizer": count_tokenizer or model,
-        "requests": client.stats.to_dict() | {"distinct_conversations": len(jobs)},
+        "requests": client.stats.to_dict() | {"distinct_conversations": len(scores)},
         "generations_reused": reused,
         "generation_seconds": round(gen_seconds, 3),
         "scoring_seconds": round(score_seconds, 3),
@@ -478,6 +555,8 @@ def evaluate_winrate(
         "results_path": str(out / "results.jsonl"),
         "failed": failed,
     }
+    # The last line of defence: whatever an endpoint echoed (errors, a listed model id) loses the key here.
+    rows, summary = client.redact(rows), client.redact(summary)
     atomic_write_jsonl(out / "results.jsonl", rows)
     atomic_write_json(out / "summary.json", summary)
     if print_table:
@@ -597,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
     r.add_argument("--max_retries", type=int, default=5)
-    r.add_argument("--timeout_s", type=float, default=60.0, help="per request")
+    r.add_argument("--timeout_s", type=float, default=60.0, help="total deadline per request (s)")
     r.add_argument("--backoff_s", type=float, default=1.0, help="first retry wait; doubles each retry")
     r.add_argument(
         "--max_reward_tokens",
@@ -642,6 +721,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name in ("httpx", "httpx2", "openai"):  # one INFO line per request otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
     server = None
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     try:
         params = SamplingParams(
             max_new_tokens=args.max_new_tokens,
@@ -665,7 +745,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             server = RewardServer(RewardScorer(args.serve_rm), port=0).start()
             base_url = server.url
             logger.info("serving %s at %s for this run", args.serve_rm, base_url)
-        api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
         client = RewardClient(
             base_url,
             args.reward_model,
@@ -704,9 +783,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError, RewardEndpointError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(redact(f"error: {exc}", api_key)) from None  # an endpoint may echo the key
     except ModelNotAvailableError as exc:
-        raise SystemExit(model_not_available_message(exc, reference=True)) from None
+        raise SystemExit(redact(model_not_available_message(exc, reference=True), api_key)) from None
     finally:
         if server is not None:
             server.close()

@@ -14,7 +14,7 @@ Robustness (the judge is a remote service and its output is untrusted):
 - Each request has a total deadline of ``judge_timeout_s`` (connecting, sending and reading the whole answer:
   a server that trickles bytes cannot hold a step); 429, 5xx, 408/409, timeouts, connection errors and
   unusable answers (not JSON, no valid score) are retried with exponential backoff and jitter (``Retry-After``
-  is honoured up to the cap).
+  is honoured up to the cap); deadline and retries are `rewards.api_retry`'s, shared with the win-rate client.
 - When a group still fails, every completion in it gets ``judge_neutral_score`` (a constant within a group
   adds nothing to GRPO's group-relative advantage), the failure is logged as a warning, counted in
   ``reward.stats`` and reported to TRL as the metric ``llm_judge/failed_groups`` (via TRL's ``log_metric``
@@ -43,16 +43,22 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewards.api_retry import (
+    CallFailed,
+    EndpointRefused,
+    RetryPolicy,
+    call_with_deadline,
+    call_with_retries,
+    openai_client,
+)
 from rewards.format import _content_text, check_batch, completion_text
 
 logger = logging.getLogger("rewards.judge")
@@ -84,10 +90,6 @@ class JudgeConfigError(RuntimeError):
 
 class JudgeOutputError(ValueError):
     """The judge's answer holds no usable scores."""
-
-
-class JudgeTimeoutError(TimeoutError):
-    """No complete answer within the request's total deadline (``judge_timeout_s``)."""
 
 
 class JudgeUnavailableError(RuntimeError):
@@ -311,17 +313,8 @@ class LLMJudgeReward:
     def _api_key(self) -> str:
         return os.environ.get(self.api_key_env) or NO_KEY
 
-    def redact(self, text: str) -> str:
-        """``text`` with the API key (and any bearer token) scrubbed."""
-        key = self._api_key()
-        if key != NO_KEY and len(key) >= 4:
-            text = text.replace(key, "***")
-        return re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
-
     def _new_client(self) -> Any:
         """A client for one request: closing it is how a request past its deadline is abandoned."""
-        import openai
-
         key = self._api_key()
         if key == NO_KEY and not self._told_no_key:
             self._told_no_key = True
@@ -329,23 +322,11 @@ class LLMJudgeReward:
                 "llm_judge: $%s is not set; sending no API key (fine for a local vLLM server)",
                 self.api_key_env,
             )
-        # Retries are ours (counted, logged, tested), so the client's own are off.
-        return openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=0)
+        return openai_client(self.base_url, key, self.timeout_s)
 
     def _count(self, **increments: int) -> None:
         with self._lock:
             self.stats.update({k: v for k, v in increments.items() if v})
-
-    def _backoff(self, attempt: int, exc: BaseException | None) -> float:
-        delay = min(self.backoff_max_s, self.backoff_s * (2**attempt)) * random.uniform(0.5, 1.0)
-        response = getattr(exc, "response", None)
-        retry_after = getattr(response, "headers", {}).get("retry-after") if response is not None else None
-        if retry_after:
-            try:
-                delay = max(delay, min(self.backoff_max_s, float(retry_after)))
-            except ValueError:
-                pass
-        return delay
 
     def _request(self, messages: list[dict[str, str]], ids: Sequence[str]) -> str | None:
         kwargs: dict[str, Any] = dict(model=self.model, messages=messages, temperature=self.temperature)
@@ -354,95 +335,61 @@ class LLMJudgeReward:
         fmt = response_format(self.response_format, ids)
         if fmt is not None:
             kwargs["response_format"] = fmt
-        # The client's timeout bounds each connect/read, not the whole request: a server that sends a byte now
-        # and then never trips it. So the request runs in its own (daemon) thread and gets judge_timeout_s in
-        # total; past that its client is closed, which ends the worker's next read.
+        # judge_timeout_s in total (a trickling server cannot hold a step); the request's own client is closed
+        # after it, which is how a request past its deadline is abandoned.
         client = self._new_client()
-        outcome: dict[str, Any] = {}
-
-        def call() -> None:
-            try:
-                outcome["response"] = client.chat.completions.create(**kwargs)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
-                outcome["error"] = err
-
-        worker = threading.Thread(target=call, name="llm-judge-request", daemon=True)
-        worker.start()
-        worker.join(self.timeout_s)
-        try:
-            client.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass
-        if worker.is_alive():
-            raise JudgeTimeoutError(f"no complete answer within judge_timeout_s={self.timeout_s:g} s")
-        if "error" in outcome:
-            raise outcome["error"]
-        choices = getattr(outcome.get("response"), "choices", None) or []
+        response = call_with_deadline(
+            lambda: client.chat.completions.create(**kwargs),
+            self.timeout_s,
+            close=client.close,
+            name="llm-judge-request",
+        )
+        choices = getattr(response, "choices", None) or []
         return choices[0].message.content if choices else None
 
     def judge_group(self, prompt: Any, completions: Sequence[Any]) -> tuple[list[float], list[str], bool]:
         """(scores, explanations, ok) for one group; a failed group gets the neutral score everywhere."""
-        import openai
-
         ids = [f"r{i + 1}" for i in range(len(completions))]
         messages = build_messages(
             prompt, completions, ids, rubric=self.rubric, max_chars=self.max_completion_chars
         )
-        error, config_error = "no attempt", None
-        for attempt in range(self.max_retries + 1):
-            exc: BaseException | None = None
-            try:
-                parsed = parse_scores(self._request(messages, ids), ids)
-            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
-                # Raised after the except block, so the library's exception (its message may echo the key)
-                # is not even attached as __context__.
-                config_error = (
-                    f"llm_judge: {self.base_url} refused the request ({type(err).__name__}: "
-                    f"{self.redact(str(err))[:300]}); check judge_base_url, judge_model and the key in "
-                    f"${self.api_key_env}"
-                )
-                break
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
-                # The request itself is wrong for this endpoint (too long, unsupported response_format).
-                error = f"{type(err).__name__}: {self.redact(str(err))[:300]}"
-                if self.response_format == "json_schema":
-                    error += (
-                        " (if the endpoint lacks JSON-schema output, set judge_response_format: json_object)"
-                    )
-                break
-            except (
-                openai.APITimeoutError,
-                openai.APIConnectionError,
-                openai.RateLimitError,
-                JudgeTimeoutError,
-            ) as err:
-                exc, error = err, f"{type(err).__name__}: {self.redact(str(err))[:300]}"
-            except openai.APIStatusError as err:
-                if err.status_code < 500 and err.status_code not in (408, 409):
-                    error = f"HTTP {err.status_code}: {self.redact(str(err))[:300]}"
-                    break
-                exc, error = err, f"HTTP {err.status_code}: {self.redact(str(err))[:300]}"
-            except JudgeOutputError as err:
-                exc, error = err, f"unusable answer: {err}"
-                self._count(bad_answers=1)
-            except Exception as err:  # noqa: BLE001 - a reward must not crash training on a judge hiccup
-                exc, error = err, f"{type(err).__name__}: {self.redact(str(err))[:300]}"
-            else:
-                missing = sum(key not in parsed.scores for key in ids)
-                self._count(
-                    missing_scores=missing,
-                    unknown_ids=parsed.unknown_ids,
-                    duplicate_ids=parsed.duplicate_ids,
-                    invalid_scores=parsed.invalid_scores,
-                    clamped_scores=parsed.clamped_scores,
-                )
-                scores = [parsed.scores.get(key, self.neutral_score) for key in ids]
-                return scores, [parsed.explanations.get(key, "") for key in ids], True
-            if attempt < self.max_retries:
-                self._count(retries=1)
-                time.sleep(self._backoff(attempt, exc))
-        if config_error is not None:
-            raise JudgeConfigError(config_error)
+        policy = RetryPolicy(self.max_retries, self.backoff_s, self.backoff_max_s)
+        refused = None
+        try:
+            parsed, attempts = call_with_retries(
+                lambda: parse_scores(self._request(messages, ids), ids),
+                policy,
+                secret=None if self._api_key() == NO_KEY else self._api_key(),
+                unusable=(JudgeOutputError,),
+                on_failure=lambda failure: self._count(bad_answers=failure.kind == "unparseable"),
+                what="llm_judge request",
+            )
+        except EndpointRefused as failure:
+            refused = failure.message
+        except CallFailed as failure:
+            self._count(retries=failure.attempts - 1)
+            error = failure.message
+            if failure.status in (400, 422) and self.response_format == "json_schema":
+                error += " (if the endpoint lacks JSON-schema output, set judge_response_format: json_object)"
+            return self._failed_group(len(completions), failure.attempts, error)
+        if refused is not None:  # raised here so that no exception (not even redacted) rides along as context
+            raise JudgeConfigError(
+                f"llm_judge: {self.base_url} refused the request ({refused}); check judge_base_url, judge_model "
+                f"and the key in ${self.api_key_env}"
+            )
+        self._count(retries=attempts - 1)
+        missing = sum(key not in parsed.scores for key in ids)
+        self._count(
+            missing_scores=missing,
+            unknown_ids=parsed.unknown_ids,
+            duplicate_ids=parsed.duplicate_ids,
+            invalid_scores=parsed.invalid_scores,
+            clamped_scores=parsed.clamped_scores,
+        )
+        scores = [parsed.scores.get(key, self.neutral_score) for key in ids]
+        return scores, [parsed.explanations.get(key, "") for key in ids], True
+
+    def _failed_group(self, size: int, attempts: int, error: str) -> tuple[list[float], list[str], bool]:
         with self._lock:
             self.stats["failed_groups"] += 1
             failed, total = self.stats["failed_groups"], self.stats["groups"]
@@ -450,14 +397,14 @@ class LLMJudgeReward:
         logger.warning(
             "llm_judge: a group of %d completions failed after %d attempt(s) (%s); scored %s (neutral). "
             "Failed groups so far: %d of %d.",
-            len(completions),
-            attempt + 1,
+            size,
+            attempts,
             error,
             self.neutral_score,
             failed,
             total,
         )
-        return [self.neutral_score] * len(completions), ["judge failed"] * len(completions), False
+        return [self.neutral_score] * size, ["judge failed"] * size, False
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         check_batch("llm_judge", prompts=prompts, completions=completions)

@@ -10,6 +10,7 @@ import logging
 import math
 import pickle
 import re
+import select
 import threading
 import time
 from collections import defaultdict
@@ -22,6 +23,7 @@ from rewards.judge import JudgeConfigError, JudgeUnavailableError, LLMJudgeRewar
 from rewards.registry import build_reward_funcs
 
 SECRET = "sk-test-9f8e7d6c5b4a-SECRET"
+BUSY_GROUPS = 6  # prompt groups test_bounded_concurrency sends
 KEY_ENV = "POSTTRAIN_TEST_JUDGE_KEY"
 BLOCK_RE = re.compile(r'<response id="([^"]+)">\n(.*?)\n</response>', re.DOTALL)
 
@@ -32,6 +34,9 @@ class JudgeServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(
+            self.lock
+        )  # notified on every request (the "busy" model waits on it)
         self.requests: list[dict] = []
         self.counters: defaultdict[str, int] = defaultdict(int)
         self.inflight: defaultdict[str, int] = defaultdict(int)
@@ -94,6 +99,7 @@ class Handler(BaseHTTPRequestHandler):
             count = srv.counters[model]
             srv.inflight[model] += 1
             srv.max_inflight[model] = max(srv.max_inflight[model], srv.inflight[model])
+            srv.arrived.notify_all()
         try:
             self._answer(model, count, blocks)
         finally:
@@ -140,10 +146,17 @@ class Handler(BaseHTTPRequestHandler):
                 401, {"error": {"message": f"Incorrect API key: {self.headers.get('Authorization')}"}}
             )
         if model == "slow":
-            time.sleep(1.0)
-            return self._send(200, _completion(model, json.dumps(_good_scores(blocks))))
+            # No answer until the client gives up (its deadline closes the connection: EOF here); bounded.
+            select.select([self.connection], [], [], 60)
+            self.close_connection = True
+            return None
         if model == "busy":
-            time.sleep(0.15)
+            # Held until a second request is in flight (or the last one of the test's BUSY_GROUPS arrived), so
+            # requests overlap whenever the client lets them, whatever the machine's load.
+            with self.server.arrived:
+                self.server.arrived.wait_for(
+                    lambda: self.server.inflight[model] >= 2 or self.server.counters[model] >= BUSY_GROUPS, 5
+                )
             return self._send(200, _completion(model, json.dumps(_good_scores(blocks))))
         if model == "trickle":
             # Headers at once, then the body one byte per second: every read gets a byte well within the
@@ -297,7 +310,7 @@ def test_429_then_success(make_judge, server) -> None:
     judge = make_judge("flaky429-a")
     started = time.monotonic()
     assert judge(prompts=["p", "p"], completions=["0.3", "0.6"]) == pytest.approx([0.3, 0.6])
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # Retry-After: 0 and a 0.05 s backoff cap: no long waits
     assert server.counters["flaky429-a"] == 3
     assert judge.stats["retries"] == 2 and judge.stats["failed_groups"] == 0
 
@@ -327,10 +340,10 @@ def test_400_is_not_retried(make_judge, server) -> None:
 
 
 def test_timeout_then_neutral(make_judge, server) -> None:
-    judge = make_judge("slow", judge_timeout_s=0.2, judge_max_retries=1)
+    judge = make_judge("slow", judge_timeout_s=1.0, judge_max_retries=1)
     started = time.monotonic()
     assert judge(prompts=["p"], completions=["0.9"]) == [0.5]
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 10  # two 1 s deadlines (generously), not the server's 60 s hold
     assert server.counters["slow"] == 2 and judge.stats["failed_groups"] == 1
 
 
@@ -343,7 +356,7 @@ def test_trickling_server_hits_the_total_deadline(make_judge, server) -> None:
     started = time.monotonic()
     assert judge(prompts=["p", "p"], completions=["0.9", "0.1"]) == [0.5, 0.5]
     elapsed = time.monotonic() - started
-    assert 1.4 < elapsed < 3.5, elapsed  # the deadline, not the 2 s a 2-byte answer needs, nor the minutes
+    assert 1.4 < elapsed < 10, elapsed  # the 1.5 s deadline (generously), not the 20 s the server trickles
     assert judge.stats["failed_groups"] == 1 and server.counters["trickle"] == 1
     # The abandoned request's client was closed: its worker thread ends at the next byte, it does not linger.
     deadline = time.monotonic() + 5
@@ -414,8 +427,8 @@ def server_url(server) -> str:
 
 
 def test_bounded_concurrency(make_judge, server) -> None:
-    judge = make_judge("busy", judge_concurrency=2)
-    prompts = [f"prompt {i}" for i in range(6) for _ in range(2)]
+    judge = make_judge("busy", judge_concurrency=2, judge_timeout_s=10.0)
+    prompts = [f"prompt {i}" for i in range(BUSY_GROUPS) for _ in range(2)]
     scores = judge(prompts=prompts, completions=["0.5"] * 12)
     assert scores == pytest.approx([0.5] * 12)
     assert len(server.requests) == 6

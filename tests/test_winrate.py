@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import select
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -327,7 +327,7 @@ def test_cli_offline_self_comparison_counts_ties(tmp_path, tiny_model_dir, tiny_
 # Fault injection through a real server on 127.0.0.1
 # ----------------------------------------------------------------------------------------------------------
 
-FAULTS = ("429", "500", "timeout", "garbage_html", "garbage_json", "drop")
+FAULTS = ("429", "500", "timeout", "garbage_html", "garbage_json", "empty_json", "drop")
 
 
 class _LocalServer:
@@ -347,13 +347,16 @@ class _LocalServer:
 class FaultyRewardServer(_LocalServer):
     """Scores ``len(response)``; each conversation first suffers its scripted faults, then succeeds once.
 
-    Conversations whose response contains "ALWAYS-BAD" get garbage forever. Counts successes per conversation.
+    Conversations whose response contains "ALWAYS-BAD", or whose prompt is in ``fail_prompts``, get garbage or
+    500 forever. Counts attempts and successes per conversation and records each request's prompt in ``asked``.
     """
 
     def __init__(self, faults_for):
         self.faults_for = faults_for
         self.attempts: dict[str, int] = {}
         self.successes: dict[str, int] = {}
+        self.fail_prompts: set[str] = set()
+        self.asked: list[str] = []
         self.lock = threading.Lock()
         outer = self
 
@@ -379,21 +382,28 @@ class FaultyRewardServer(_LocalServer):
                 with outer.lock:
                     n = outer.attempts.get(key, 0)
                     outer.attempts[key] = n + 1
+                    outer.asked.append(body["messages"][0]["content"])
                 faults = outer.faults_for(response_text)
                 fault = faults[n] if n < len(faults) else None
                 if "ALWAYS-BAD" in response_text:
                     fault = "garbage_json"
+                if body["messages"][0]["content"] in outer.fail_prompts:
+                    fault = "500"
                 if fault == "429":
                     self._send(429, b'{"error": {"message": "slow down"}}', headers={"Retry-After": "0"})
                 elif fault == "500":
                     self._send(500, b'{"error": {"message": "boom"}}')
                 elif fault == "timeout":
-                    time.sleep(0.6)  # past the client's timeout; then nothing is scored
+                    # No answer until the client gives up (its deadline closes the connection: EOF here);
+                    # bounded, so a client without a deadline cannot hang the suite.
+                    select.select([self.connection], [], [], 60)
                     self.close_connection = True
                 elif fault == "garbage_html":
                     self._send(200, b"<html>upstream error</html>", ctype="text/html")
                 elif fault == "garbage_json":
                     self._send(200, b'{"choices": [{"message": {"content": "I think it is good"}}]}')
+                elif fault == "empty_json":
+                    self._send(200, b"")  # a JSON content type and no body
                 elif fault == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -419,12 +429,22 @@ def test_fault_injection_every_item_scored_or_failed_and_nothing_twice(tmp_path,
     policy[3] = "ALWAYS-BAD answer"  # unreadable no matter how often it is asked
     policy[7] = "pppppppppppppppppppp" + "x" * 10
 
-    # Every conversation meets one or two faults first (all kinds are used); the retry budget (3) absorbs them.
-    def faults_for(text):
-        h = int(hashlib.sha256(text.encode()).hexdigest(), 16)
-        return [FAULTS[h % len(FAULTS)], FAULTS[(h // 7) % len(FAULTS)]][: 1 + h % 2]
-
-    server = FaultyRewardServer(faults_for)
+    # Most conversations meet one or two faults first (every kind once at least); the retry budget (3) absorbs
+    # them. At most one unreadable answer each (the second would fail the item), one timeout in all (each costs
+    # the client's whole deadline, which is generous so that no real answer is ever mistaken for a timeout).
+    schedule = {
+        policy[0]: ["429"],
+        policy[1]: ["500", "429"],
+        policy[2]: ["timeout"],
+        policy[4]: ["garbage_html"],
+        policy[5]: ["drop", "garbage_json"],
+        policy[6]: ["empty_json", "500"],
+        policy[7]: ["drop", "500"],
+        policy[8]: ["429", "drop", "500"],
+        reference[0]: ["500"],
+    }
+    assert set(FAULTS) == {fault for faults in schedule.values() for fault in faults}
+    server = FaultyRewardServer(lambda text: schedule.get(text, []))
     cache = tmp_path / "cache.jsonl"
     try:
 
@@ -433,7 +453,7 @@ def test_fault_injection_every_item_scored_or_failed_and_nothing_twice(tmp_path,
                 server.url,
                 "judge",
                 cache_path=cache,
-                timeout_s=0.3,
+                timeout_s=3.0,
                 max_retries=3,
                 backoff_s=0.01,
                 backoff_max_s=0.05,
@@ -477,6 +497,35 @@ def test_fault_injection_every_item_scored_or_failed_and_nothing_twice(tmp_path,
     new_requests = {k: server.attempts[k] - attempts_after_first.get(k, 0) for k in server.attempts}
     assert sum(new_requests.values()) == 2 and second["requests"]["cache_hits"] == len(server.successes)
     assert second["n_failed"] == 1 and second["wins"] == first["wins"]
+
+
+def test_cli_exits_non_zero_while_items_fail_and_a_rerun_asks_only_for_them(tmp_path, tiny_model_dir):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Name a colour.\nName a fruit.\nName a city.\n")
+    argv = ["--model", str(tiny_model_dir), "--reference", str(tiny_model_dir), "--prompts", str(prompts),
+            "--reward_model", "judge", "--max_reward_tokens", "1024", "--max_retries", "1", "--backoff_s", "0.01",
+            "--max_new_tokens", "4", "--backend", "hf", "--output_dir", str(tmp_path / "out"),
+            "--reward_cache", str(tmp_path / "cache.jsonl"), "--no_progress"]  # fmt: skip
+    server = FaultyRewardServer(lambda text: [])
+    server.fail_prompts = {"Name a fruit."}  # every answer for it is a 500 in the first run
+    try:
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--reward_url", server.url])
+        asked_first = list(server.asked)
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        server.fail_prompts = set()
+        rerun = main([*argv, "--reward_url", server.url])
+    finally:
+        server.close()
+    # A str exit code is exit status 1 for the interpreter: the command fails while an item is failed.
+    assert isinstance(info.value.code, str) and "1 prompt(s) failed" in info.value.code
+    assert "re-run the same command" in info.value.code
+    assert summary["n_failed"] == 1 and {f["index"] for f in summary["failed"]} == {1}
+    assert sorted(set(asked_first)) == ["Name a city.", "Name a colour.", "Name a fruit."]
+    # The re-run asks the endpoint for the failed item only (one request: it succeeds now) and passes.
+    assert server.asked[len(asked_first) :] == ["Name a fruit."]
+    assert rerun["n_failed"] == 0 and rerun["n_scored"] == 3
+    assert rerun["requests"]["cache_hits"] == 2 and rerun["requests"]["requests"] == 1
 
 
 class _StatusServer(_LocalServer):
