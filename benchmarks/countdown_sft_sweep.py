@@ -73,11 +73,11 @@ def run_variant(spec: dict[str, Any], args: argparse.Namespace, heldout: dict[in
     from trl import SFTConfig, SFTTrainer
 
     from eval.countdown import evaluate_countdown
-    from eval.sampling import SamplingParams
     from posttrain.countdown import build_sft_records
     from posttrain.data import train_tasks
     from posttrain.models import load_tokenizer, resolve_model_name
     from posttrain.runtime import bf16_default
+    from posttrain.sampling import SamplingParams
 
     name = variant_name(spec)
     cuda = torch.cuda.is_available()

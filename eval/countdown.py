@@ -32,10 +32,18 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-from eval.sampling import BACKENDS, SamplingParams, generate, load_hf_model, render_prompts, resolve_backend
 from posttrain.countdown import PROMPT_TEMPLATES, CountdownTask, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, HELDOUT_PERCENT, heldout_tasks
-from posttrain.io import atomic_write_text, read_run_summary
+from posttrain.io import atomic_write_text
+from posttrain.models import load_tokenizer, trained_template
+from posttrain.sampling import (
+    BACKENDS,
+    SamplingParams,
+    generate,
+    load_hf_model,
+    render_prompts,
+    resolve_backend,
+)
 from rewards.countdown import score
 
 BASE_SEED_SUFFIX = "<think>"  # the "base" template pre-seeds the completion with this
@@ -152,7 +160,7 @@ def evaluate_countdown(
     """Sample completions for ``tasks``, score them, write samples.jsonl + summary.json, return the summary.
 
     ``model`` is a name/path/"embedded" or a loaded causal LM (pass its ``tokenizer``; see
-    `eval.sampling.generate`).
+    `posttrain.sampling.generate`).
     ``k`` is one or several k for pass@k, reported (with k=1 and k=n) only when sampling with ``n > 1``.
     ``output_dir=None`` skips writing files (for in-training evaluation). ``task_source`` is recorded as-is.
     Under multi-process training call it on the main process only (``if accelerator.is_main_process``).
@@ -174,8 +182,6 @@ def evaluate_countdown(
     if tokenizer is None and not isinstance(model, str):
         model, tokenizer = load_hf_model(model, None, revision=revision)
     if tokenizer is None:
-        from posttrain.models import load_tokenizer
-
         tokenizer = load_tokenizer(model, revision=revision)
     prompt_texts = render_prompts(prompts, tokenizer)
 
@@ -335,13 +341,6 @@ def _slug(text: str) -> str:
         "".join(c if c.isalnum() or c in "-." else "-" for c in text.strip("/").split("/")[-1])[:60]
         or "model"
     )
-
-
-def trained_template(model: str) -> str | None:
-    """The prompt template a recipe trained `model` with, read from its run_summary.json (None if unknown)."""
-    countdown = (read_run_summary(model).get("args") or {}).get("countdown")
-    template = countdown.get("prompt_template") if isinstance(countdown, dict) else None
-    return template if template in PROMPT_TEMPLATES else None
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

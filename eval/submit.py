@@ -466,12 +466,11 @@ def build_submission(
     """
     from dataclasses import replace
 
-    from eval.countdown import trained_template
-    from eval.sampling import SamplingParams, generate, load_hf_model, render_prompts, resolve_backend
     from eval.winrate import load_prompt_set, prompt_id, resolve_model_commit
     from posttrain.countdown import make_prompt
-    from posttrain.models import load_tokenizer
+    from posttrain.models import load_tokenizer, trained_template
     from posttrain.runtime import git_commit
+    from posttrain.sampling import SamplingParams, generate, load_hf_model, render_prompts, resolve_backend
 
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
@@ -777,9 +776,9 @@ def _upload(path: Path, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    from eval.sampling import SamplingParams
     from eval.winrate import model_not_available_message
     from posttrain.models import ModelNotAvailableError
+    from posttrain.sampling import SamplingParams
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

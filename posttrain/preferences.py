@@ -39,7 +39,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("posttrain")
+from posttrain.chat_data import (
+    FIXTURE_NAME,
+    ULTRAFEEDBACK_HUB_ID,
+    ULTRAFEEDBACK_REVISION,
+    DatasetSchemaError,
+    load_ultrafeedback,
+    resolve_source,
+)
+from posttrain.countdown import PROMPT_TEMPLATES, make_prompt
+from posttrain.data import DEFAULT_TASK_SEED, train_tasks
+from posttrain.io import atomic_write_json
+from posttrain.models import (
+    load_tokenizer,
+    missing_local_model_hint,
+    model_fingerprint,
+    resolve_model_name,
+    trained_template,
+)
+from posttrain.sampling import BACKENDS, SamplingParams, generate, is_conversational_prompts, resolve_backend
+from rewards.countdown import countdown_reward
+
+logger = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
 # Bump when the pairing rule or the saved columns change, so old folders are not reused silently.
@@ -71,7 +92,6 @@ def ultrafeedback_to_preference(dataset: Any, *, split: str = "?", name: str = "
     ultrafeedback_binarized stores ``prompt`` as a string and the user turn inside ``chosen``/``rejected``; TRL
     would then prepend the prompt twice. The shared leading turns become the conversational prompt instead.
     """
-    from posttrain.chat_data import DatasetSchemaError
 
     def convert(row: dict, index: int) -> dict:
         chosen, rejected = row["chosen"], row["rejected"]
@@ -151,9 +171,6 @@ def load_preference_dataset(script_args: Any) -> tuple[dict, dict]:
     fixture`, or as a logged fallback when the hub is unreachable and the run has a row limit; a run over every
     row stops instead); `info["data_source"]` says which. The source is resolved once, for both splits.
     """
-    from posttrain.chat_data import FIXTURE_NAME, ULTRAFEEDBACK_HUB_ID, ULTRAFEEDBACK_REVISION, resolve_source
-    from posttrain.chat_data import load_ultrafeedback as _load_uf
-
     name = script_args.dataset_name
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
     if is_pairs_folder(name):
@@ -176,7 +193,7 @@ def load_preference_dataset(script_args: Any) -> tuple[dict, dict]:
         if test_split:
             splits["test"] = (test_split, script_args.dataset_max_test_rows)
         for key, (split, max_rows) in splits.items():
-            raw = _load_uf(source, split, revision=script_args.dataset_revision, max_rows=max_rows)
+            raw = load_ultrafeedback(source, split, revision=script_args.dataset_revision, max_rows=max_rows)
             data[key] = ultrafeedback_to_preference(raw, split=split, name=ULTRAFEEDBACK_HUB_ID)
         revision = None if source == FIXTURE_NAME else script_args.dataset_revision or ULTRAFEEDBACK_REVISION
         info = {"data_source": source, "dataset_revision": revision}
@@ -313,8 +330,6 @@ def pairs_from_samples(
     ``dropped_ties`` (every sample scored the same) and ``pairs_dropped_truncated`` (a preference existed, but
     every sample better than the worst was truncated).
     """
-    from eval.sampling import is_conversational_prompts
-
     conversational = is_conversational_prompts(prompts)
     rows, ties, dropped_truncated = [], 0, 0
     for i, (prompt, texts, scores) in enumerate(zip(prompts, samples, rewards, strict=True)):
@@ -362,8 +377,6 @@ def truncated_flags(
 
 def token_counter(model: str, revision: str | None = None) -> Callable[[str], int]:
     """Tokens in a completion's text, with the model's tokenizer (no special tokens added)."""
-    from posttrain.models import load_tokenizer
-
     tokenizer = load_tokenizer(model, revision=revision)
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -381,20 +394,16 @@ def countdown_pairs(
 ) -> tuple[list[dict], dict]:
     """Sample ``params.n`` completions per task, score them with the Countdown reward, pair best vs worst.
 
-    Returns (rows, counts). ``sampler`` defaults to `eval.sampling.generate` (tests pass a fake one);
+    Returns (rows, counts). ``sampler`` defaults to `posttrain.sampling.generate` (tests pass a fake one);
     ``count_tokens`` (for finding truncated samples) defaults to the model's tokenizer.
     """
-    from posttrain.countdown import make_prompt
-    from rewards.countdown import countdown_reward
-
     if params.n < 2:
         raise ValueError(f"k (samples per prompt) must be >= 2 to form a pair, got {params.n}")
     if params.temperature <= 0:
         raise ValueError(
             f"temperature must be > 0 for on-policy pairs (greedy samples are identical), got {params.temperature}"
         )
-    if sampler is None:
-        from eval.sampling import generate as sampler
+    sampler = sampler or generate
     prompts = [make_prompt(t.nums, t.target, template) for t in tasks]
     samples = sampler(model, prompts, params, backend=backend, revision=revision)
     if len(samples) != len(prompts):
@@ -441,8 +450,6 @@ def save_pairs(splits: dict[str, list[dict]], provenance: dict, output_dir: str 
     """`DatasetDict.save_to_disk` + provenance.json into a temp folder, then renamed to `output_dir`."""
     from datasets import Dataset, DatasetDict
 
-    from posttrain.io import atomic_write_json
-
     output = Path(output_dir)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
@@ -469,9 +476,6 @@ def save_pairs(splits: dict[str, list[dict]], provenance: dict, output_dir: str 
 def model_identity(model: str, revision: str | None = None) -> dict:
     """Name, resolved path and (for local folders) a fingerprint of the weights, so a retrained model at the
     same path does not reuse pairs sampled from the old one."""
-    from eval.reward_server import model_fingerprint
-    from posttrain.models import resolve_model_name
-
     path = resolve_model_name(model)
     fingerprint = model_fingerprint(Path(path)) if Path(path).is_dir() else None
     return {
@@ -497,10 +501,6 @@ def backend_versions(backend: str) -> dict[str, str | None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from eval.sampling import BACKENDS
-    from posttrain.countdown import PROMPT_TEMPLATES
-    from posttrain.data import DEFAULT_TASK_SEED
-
     p = argparse.ArgumentParser(
         prog="python -m posttrain.preferences",
         description="On-policy Countdown preference pairs (best vs worst of k samples) for DPO.",
@@ -569,11 +569,6 @@ def _request(args: argparse.Namespace, template: str, params: Any, backend: str)
 
 def main(argv: Sequence[str] | None = None, *, sampler: Sampler | None = None) -> dict:
     """Build (or reuse) a pairs folder; returns its provenance."""
-    from eval.countdown import trained_template
-    from eval.sampling import SamplingParams, resolve_backend
-    from posttrain.data import train_tasks
-    from posttrain.models import missing_local_model_hint
-
     args = build_parser().parse_args(argv)
     missing = missing_local_model_hint(args.model)
     if missing is not None:  # before anything is built or loaded

@@ -42,6 +42,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, RLOOConfig
 
 from posttrain.io import atomic_write_jsonl, read_run_summary
+from posttrain.models import trained_template
 from posttrain.runtime import logger
 
 COUNTDOWN_DATASETS = (None, "", "countdown")
@@ -697,9 +698,8 @@ def parse_rl_args(parser: Any, argv: Sequence[str] | None = None) -> tuple:
     """`parse_recipe_args`, then the Countdown prompt template from the start model when none is given.
 
     A model trained by a recipe of this project records its template in run_summary.json; RL should sample
-    with the same prompt the model was trained on (eval.countdown picks it up the same way).
+    with the same prompt the model was trained on (eval.countdown and posttrain.preferences pick it up the same way).
     """
-    from eval.countdown import trained_template
     from posttrain.runtime import parse_recipe_args
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -291,14 +291,14 @@ def test_pair_builder_never_chooses_a_truncated_sample(tiny_model_dir, tmp_path)
 def test_pair_builder_samples_with_hf_generate(tiny_model_dir):
     """The real sampler (HF generate, temperature > 0, k = 2) on the tiny model: 8 samples for 4 prompts, and the
     random model's endless samples are all found to be cut off at max_new_tokens."""
-    from eval.sampling import SamplingParams
+    from posttrain.sampling import SamplingParams
 
     tasks = _tasks(4)
     params = SamplingParams(max_new_tokens=8, temperature=1.0, n=2, seed=0)
     seen = []
 
     def real_generate(model, prompts, params, **kwargs):
-        from eval.sampling import generate
+        from posttrain.sampling import generate
 
         samples = generate(model, prompts, params, progress=False, **kwargs)
         seen.append((kwargs, samples))
@@ -397,7 +397,7 @@ def test_dpo_trains_on_a_pairs_folder(tiny_model_dir, tmp_path):
     assert summary["provenance"]["counts"]["pairs"] == 6
     assert summary["args"]["countdown"]["prompt_template"] == "compact"  # eval.countdown reads this
 
-    from eval.countdown import trained_template
+    from posttrain.models import trained_template
 
     assert trained_template(str(out)) == "compact"
 

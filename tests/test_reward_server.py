@@ -20,8 +20,8 @@ from eval.reward_server import (
     RewardServer,
     build_tiny_reward_model,
     check_reward_model_dir,
-    model_fingerprint,
 )
+from posttrain.models import model_fingerprint
 
 CONV = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."}]
 

@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from eval.sampling import SamplingParams
 from eval.submit import (
     SubmissionError,
     UploadError,
@@ -21,6 +20,7 @@ from eval.submit import (
     upload_submission,
     validate_submission,
 )
+from posttrain.sampling import SamplingParams
 
 
 @pytest.fixture(scope="module")
