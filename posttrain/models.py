@@ -153,26 +153,41 @@ MAKE_TARGETS = {
 }
 
 
-def missing_local_model_hint(name_or_path: str) -> str | None:
-    """A clear message when a local-looking model path does not exist (instead of a hub lookup error), else None.
+def looks_like_local_path(name_or_path: str) -> bool:
+    """The one rule for "this model name can only be a local folder" (whether or not it exists yet).
 
-    Local-looking: starts with runs/, ./, ../, / or ~, has two or more slashes, or contains a path separator and
-    its parent folder exists. A hub name such as Qwen/Qwen2.5-0.5B is not local (no folder `Qwen` here).
+    Local: starts with runs/, ., / or ~, has two or more slashes, contains the platform's own path separator,
+    or has a slash and its parent folder exists here. A hub name such as Qwen/Qwen2.5-0.5B is not (no folder
+    `Qwen` here): it is looked up on the hub when it loads.
     """
     text = str(name_or_path)
-    path = Path(text).expanduser()
-    looks_local = (
-        text.startswith(("runs/", "./", "../", "/", "~"))
+    return (
+        text.startswith(("runs/", ".", "/", "~"))
         or text.count("/") >= 2
-        or (os.sep in text and path.parent.is_dir())
+        or (os.sep != "/" and os.sep in text)
+        or ("/" in text and Path(text).expanduser().parent.is_dir())
     )
-    if not looks_local or path.exists():
+
+
+def missing_local_model_hint(name_or_path: str) -> str | None:
+    """A clear message when a local-looking model path (`looks_like_local_path`) does not exist (instead of a hub
+    lookup error), else None."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if not looks_like_local_path(text) or path.exists():
         return None
     target = next((cmd for key, cmd in MAKE_TARGETS.items() if key in path.parts), None)
     how = f"it is written by `{target}`: run that first, or" if target else "train it first, or"
     return (
         f"model folder {text} does not exist: {how} pass another model (a folder, a hub name, or `embedded`)."
     )
+
+
+def local_model_fingerprint(name_or_path: str, length: int = 8) -> str | None:
+    """`model_fingerprint` of a local model folder (`embedded` resolved); None for hub names, whose identity is
+    their name and revision."""
+    path = Path(resolve_model_name(name_or_path)).expanduser()
+    return model_fingerprint(path, length) if path.is_dir() else None
 
 
 def model_fingerprint(path: str | os.PathLike[str], length: int = 8) -> str:

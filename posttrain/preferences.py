@@ -49,11 +49,12 @@ from posttrain.chat_data import (
 )
 from posttrain.countdown import PROMPT_TEMPLATES, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, train_tasks
+from posttrain.dataset_names import ULTRAFEEDBACK, dataset_kind, is_pairs_folder
 from posttrain.io import atomic_write_json
 from posttrain.models import (
     load_tokenizer,
+    local_model_fingerprint,
     missing_local_model_hint,
-    model_fingerprint,
     resolve_model_name,
     trained_template,
 )
@@ -116,14 +117,6 @@ def ultrafeedback_to_preference(dataset: Any, *, split: str = "?", name: str = "
 # ----------------------------------------------------------------------------------------------------------
 
 
-def is_pairs_folder(path: str | os.PathLike | None) -> bool:
-    """True when `path` is a folder written by `datasets.save_to_disk` (our pairs folders are)."""
-    if not path:
-        return False
-    p = Path(path)
-    return p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file())
-
-
 def read_provenance(folder: str | os.PathLike) -> dict | None:
     path = Path(folder) / PROVENANCE_FILE
     if not path.is_file():
@@ -164,40 +157,41 @@ def load_pairs_folder(folder: str | os.PathLike, train_split: str, test_split: s
     return out
 
 
+def load_ultrafeedback_pairs(script_args: Any) -> tuple[dict, dict]:
+    """UltraFeedback train/test pairs in the explicit-prompt format, and where they came from.
+
+    The source is resolved once for both splits, so train and test cannot come from different sources; a run
+    that asked for every row never falls back to the fixture silently.
+    """
+    train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
+    source = resolve_source(
+        script_args.dataset_name,
+        ULTRAFEEDBACK_HUB_ID,
+        allow_fallback=script_args.dataset_max_train_rows is not None,
+    )
+    data = {}
+    splits = {"train": (train_split, script_args.dataset_max_train_rows)}
+    if test_split:
+        splits["test"] = (test_split, script_args.dataset_max_test_rows)
+    for key, (split, max_rows) in splits.items():
+        raw = load_ultrafeedback(source, split, revision=script_args.dataset_revision, max_rows=max_rows)
+        data[key] = ultrafeedback_to_preference(raw, split=split, name=ULTRAFEEDBACK_HUB_ID)
+    revision = None if source == FIXTURE_NAME else script_args.dataset_revision or ULTRAFEEDBACK_REVISION
+    return data, {"data_source": source, "dataset_revision": revision}
+
+
 def load_preference_dataset(script_args: Any) -> tuple[dict, dict]:
     """({"train": Dataset, "test": Dataset?}, info) for `dataset_name`: a pairs folder, or UltraFeedback.
 
     UltraFeedback comes from the hub at the pinned revision, or from the offline fixture (`dataset_name:
     fixture`, or as a logged fallback when the hub is unreachable and the run has a row limit; a run over every
-    row stops instead); `info["data_source"]` says which. The source is resolved once, for both splits.
+    row stops instead); `info["data_source"]` says which.
     """
     name = script_args.dataset_name
-    train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
-    if is_pairs_folder(name):
-        data = load_pairs_folder(name, train_split, test_split)
-        info: dict[str, Any] = {"data_source": str(Path(name).resolve()), "provenance": read_provenance(name)}
-    elif name not in (None, "", ULTRAFEEDBACK_HUB_ID, FIXTURE_NAME):
-        raise ValueError(
-            f"dataset_name={name!r} is neither a preference dataset folder (datasets.save_to_disk layout) nor "
-            f"{ULTRAFEEDBACK_HUB_ID!r} / {FIXTURE_NAME!r}; build a pairs folder with "
-            f"`python -m posttrain.preferences --model ... --output_dir {name}`."
-        )
-    else:
-        # Once for both splits, so train and test cannot come from different sources; no silent fixture for a
-        # run that asked for every row.
-        source = resolve_source(
-            name, ULTRAFEEDBACK_HUB_ID, allow_fallback=script_args.dataset_max_train_rows is not None
-        )
-        data = {}
-        splits = {"train": (train_split, script_args.dataset_max_train_rows)}
-        if test_split:
-            splits["test"] = (test_split, script_args.dataset_max_test_rows)
-        for key, (split, max_rows) in splits.items():
-            raw = load_ultrafeedback(source, split, revision=script_args.dataset_revision, max_rows=max_rows)
-            data[key] = ultrafeedback_to_preference(raw, split=split, name=ULTRAFEEDBACK_HUB_ID)
-        revision = None if source == FIXTURE_NAME else script_args.dataset_revision or ULTRAFEEDBACK_REVISION
-        info = {"data_source": source, "dataset_revision": revision}
-        return data, info
+    if dataset_kind(name, "preference") == ULTRAFEEDBACK:
+        return load_ultrafeedback_pairs(script_args)
+    data = load_pairs_folder(name, script_args.dataset_train_split, script_args.dataset_test_split)
+    info: dict[str, Any] = {"data_source": str(Path(name).resolve()), "provenance": read_provenance(name)}
     limits = {"train": script_args.dataset_max_train_rows, "test": script_args.dataset_max_test_rows}
     for key, limit in limits.items():
         if key in data and limit is not None:
@@ -476,13 +470,11 @@ def save_pairs(splits: dict[str, list[dict]], provenance: dict, output_dir: str 
 def model_identity(model: str, revision: str | None = None) -> dict:
     """Name, resolved path and (for local folders) a fingerprint of the weights, so a retrained model at the
     same path does not reuse pairs sampled from the old one."""
-    path = resolve_model_name(model)
-    fingerprint = model_fingerprint(Path(path)) if Path(path).is_dir() else None
     return {
         "model": model,
-        "model_path": str(path),
+        "model_path": str(resolve_model_name(model)),
         "model_revision": revision,
-        "model_fingerprint": fingerprint,
+        "model_fingerprint": local_model_fingerprint(model),
     }
 
 

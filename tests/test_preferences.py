@@ -317,7 +317,7 @@ def test_pair_builder_samples_with_hf_generate(tiny_model_dir):
 
 
 def test_pair_builder_names_the_make_target_for_a_missing_model(tmp_path, monkeypatch):
-    import posttrain.data
+    import posttrain.preferences
 
     def no_tasks(*args, **kwargs):
         raise AssertionError("tasks must not be built for a missing model")
@@ -325,7 +325,7 @@ def test_pair_builder_names_the_make_target_for_a_missing_model(tmp_path, monkey
     def no_sampling(*args, **kwargs):
         raise AssertionError("a missing model must not be sampled")
 
-    monkeypatch.setattr(posttrain.data, "train_tasks", no_tasks)
+    monkeypatch.setattr(posttrain.preferences, "train_tasks", no_tasks)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="runs/sft-smoltalk/model does not exist.*`make sft-smoltalk`"):
         main(_argv("runs/sft-smoltalk/model", tmp_path / "a"), sampler=no_sampling)
