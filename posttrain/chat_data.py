@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
-logger = logging.getLogger("posttrain")
+logger = logging.getLogger(__name__)
 
 SMOLTALK_HUB_ID = "HuggingFaceTB/smol-smoltalk"
 # The commit that public code pins for HuggingFaceTB/smol-smoltalk (it appears as that dataset's revision in
