@@ -375,7 +375,7 @@ def load_countdown_prompt_set(
     source: str | None, *, n: int | None, seed: int, num_numbers: int = 3, split: str = "test"
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Countdown tasks ``[{"id", "target", "nums"}]`` from a JSONL file, a hub dataset, or held-out generation."""
-    from eval.countdown import _task_from_row
+    from eval.countdown import task_from_row
 
     if n is not None and n < 1:
         raise ValueError(f"--countdown_n must be >= 1, got {n}")
@@ -423,7 +423,7 @@ def load_countdown_prompt_set(
             f"countdown prompt set {source!r}: no such file and not a hub dataset id (owner/name)"
         )
     for i, (where, row) in enumerate(raw):
-        task = _task_from_row(row, where)
+        task = task_from_row(row, where)
         rid = row.get("id") if isinstance(row, dict) else None
         rows.append(
             {

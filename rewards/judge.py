@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rewards.format import _content_text, completion_text
+from rewards.format import completion_text, content_text
 
 if TYPE_CHECKING:
     from rewards.config import RewardArguments
@@ -202,7 +202,7 @@ def prompt_text(prompt: Any) -> str:
         lines = []
         for message in prompt:
             if isinstance(message, dict):
-                lines.append(f"[{message.get('role', 'user')}]\n{_content_text(message.get('content'))}")
+                lines.append(f"[{message.get('role', 'user')}]\n{content_text(message.get('content'))}")
             elif isinstance(message, str):
                 lines.append(message)
         return "\n\n".join(lines)

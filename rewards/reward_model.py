@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rewards.format import _content_text, completion_text
+from rewards.format import completion_text, content_text
 
 if TYPE_CHECKING:
     from rewards.config import RewardArguments
@@ -129,7 +129,7 @@ def render(prompt: Any, completion: Any, tokenizer: Any) -> str:
         messages = list(prompt) + [{"role": "assistant", "content": completion_text(completion)}]
     if has_template:
         return tokenizer.apply_chat_template(messages, tokenize=False)
-    return "\n".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
+    return "\n".join(content_text(m.get("content")) for m in messages if isinstance(m, dict))
 
 
 class RewardModelReward:
