@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from posttrain.preference_data import PROVENANCE_FILE, load_pairs_folder, ultrafeedback_to_preference
 from posttrain.preferences import (
-    PROVENANCE_FILE,
     countdown_pairs,
-    load_pairs_folder,
     main,
     pairs_from_samples,
     save_pairs,
     select_pair,
     split_pairs,
     truncated_flags,
-    ultrafeedback_to_preference,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -423,7 +421,7 @@ def test_ultrafeedback_source_is_resolved_once_and_a_full_run_never_falls_back(m
     from datasets import Dataset
 
     from posttrain import chat_data
-    from posttrain.preferences import load_preference_dataset
+    from posttrain.preference_data import load_preference_dataset
 
     monkeypatch.setattr(chat_data, "hub_reachable", lambda timeout_s=3.0: False)
     data, info = load_preference_dataset(_pref_args())  # a row limit: the logged fallback

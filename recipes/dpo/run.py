@@ -28,7 +28,7 @@ from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from posttrain.configs import ScriptArguments
 from posttrain.models import load_tokenizer
-from posttrain.preferences import (
+from posttrain.preference_data import (
     DPO_EVAL_KEYS,
     PreferenceArguments,
     evaluate_pairs,

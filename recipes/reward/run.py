@@ -24,7 +24,7 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, TrlParser, get_peft_co
 
 from posttrain.configs import ScriptArguments
 from posttrain.models import load_tokenizer
-from posttrain.preferences import (
+from posttrain.preference_data import (
     REWARD_EVAL_KEYS,
     PreferenceArguments,
     evaluate_pairs,
