@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -12,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from posttrain.io import atomic_write_json
 from posttrain.models import EMBEDDED_MODEL_NAME, missing_local_model_hint, resolve_model_name
@@ -115,8 +118,6 @@ def run_identity(*arg_groups) -> dict[str, Any]:
 
 
 def _recorded_identity(folder: Path) -> dict | None:
-    import json
-
     try:
         recorded = json.loads((folder / RUN_IDENTITY_FILE).read_text())
     except (OSError, ValueError):
@@ -125,8 +126,6 @@ def _recorded_identity(folder: Path) -> dict | None:
 
 
 def _checkpoint_step(checkpoint: str) -> int | None:
-    import json
-
     try:
         return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -245,8 +244,6 @@ def last_checkpoint(training_args) -> str | None:
 def _complete_state(checkpoint: Path) -> bool:
     """True when the checkpoint's trainer_state.json exists and parses (transformers writes it in place, so a
     kill during that write leaves a truncated file that would crash every later resume)."""
-    import json
-
     try:
         json.loads((checkpoint / "trainer_state.json").read_text())
     except (OSError, ValueError):
@@ -362,8 +359,6 @@ def parse_recipe_args(parser, argv: list[str] | None = None):
     the command line sets them, we use bf16 exactly when the GPU supports it, and `use_cpu` when there is no GPU
     (DeepSpeed on CPU otherwise miscounts the world size when checking the batch size).
     """
-    import yaml
-
     argv = list(sys.argv[1:] if argv is None else argv)
     config: dict = {}
     if "--config" in argv:
