@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from datasets import Dataset
 from transformers import TrainerCallback
 from trl import get_peft_config
 
@@ -110,8 +111,6 @@ def ultrafeedback_rl_prompts(script_args: Any) -> tuple[list[dict], str]:
 
 def build_rl_dataset(script_args: Any, countdown_args: Any) -> tuple[Any, dict]:
     """The training prompts and a description of where they came from (recorded in run_summary.json)."""
-    from datasets import Dataset  # lazy: `datasets` takes seconds to import
-
     if rl_task(script_args.dataset_name) == "ultrafeedback":
         rows, source = ultrafeedback_rl_prompts(script_args)
         info = {"task": "ultrafeedback", "data_source": source, "split": script_args.dataset_train_split}
