@@ -199,7 +199,7 @@ dpo-countdown: setup $(if $(filter $(SFT_COUNTDOWN_DIR)/model,$(DPO_COUNTDOWN_MO
 		--max_new_tokens $(MAX_NEW_TOKENS) --data_seed $(EVAL_SEED) --task_offset $(PAIRS_TASK_OFFSET) $(PAIRS_ARGS)
 	$(LAUNCH) recipes/dpo/run.py --config recipes/dpo/countdown.yaml --model_name_or_path $(DPO_COUNTDOWN_MODEL) \
 		--dataset_name $(DPO_COUNTDOWN_DIR)/pairs --output_dir $(DPO_COUNTDOWN_DIR)/model $(ARGS)
-	$(if $(EVAL_ARGS),false,$(PY) -m posttrain.rl reuse-eval $(SFT_COUNTDOWN_DIR)/eval-after \
+	$(if $(EVAL_ARGS),false,$(PY) -m eval.reuse $(SFT_COUNTDOWN_DIR)/eval-after \
 		--output_dir $(DPO_COUNTDOWN_DIR)/eval-sft --model $(DPO_COUNTDOWN_MODEL) --template $(TEMPLATE) \
 		--n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --max_new_tokens $(MAX_NEW_TOKENS)) \
 		|| $(EVAL) --model $(DPO_COUNTDOWN_MODEL) --output_dir $(DPO_COUNTDOWN_DIR)/eval-sft $(EVAL_ARGS)
@@ -219,7 +219,7 @@ RL_UF_MODEL ?= $(RUNS)/sft-smoltalk/model
 define rl_countdown
 	@if [ ! -e "$(RL_MODEL)" ] && [[ "$(RL_MODEL)" == $(RUNS)/* ]]; then \
 		echo "$(RL_MODEL) does not exist: run 'make sft-countdown' first (or pass RL_MODEL=embedded)"; exit 1; fi
-	$(if $(EVAL_ARGS),false,$(PY) -m posttrain.rl reuse-eval $(SFT_COUNTDOWN_DIR)/eval-after \
+	$(if $(EVAL_ARGS),false,$(PY) -m eval.reuse $(SFT_COUNTDOWN_DIR)/eval-after \
 		--output_dir $(RUNS)/$(1)-$(RL_CONFIG)/eval-before --model $(RL_MODEL) --template $(TEMPLATE) \
 		--n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --max_new_tokens $(MAX_NEW_TOKENS)) \
 		|| $(EVAL) --model $(RL_MODEL) --output_dir $(RUNS)/$(1)-$(RL_CONFIG)/eval-before $(EVAL_ARGS)

@@ -108,8 +108,8 @@ def greedy_correct(model: Any, tokenizer: Any, tasks: list, template: str) -> li
 def sample(
     model: Any, tokenizer: Any, tasks: list, template: str, *, k: int, temp: float, seed: int
 ) -> list[list[str]]:
-    from eval.sampling import SamplingParams, generate
     from posttrain.countdown import make_prompt
+    from posttrain.sampling import SamplingParams, generate
 
     prompts = [make_prompt(t.nums, t.target, template) for t in tasks]
     params = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=temp, n=k, seed=seed, batch_size=256)

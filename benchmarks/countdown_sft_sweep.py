@@ -26,6 +26,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eval.countdown import evaluate_countdown  # noqa: E402 (after the path set-up: runs as a script)
+from posttrain.countdown import build_sft_records  # noqa: E402
+from posttrain.data import heldout_tasks, train_tasks  # noqa: E402
+from posttrain.models import load_tokenizer, resolve_model_name  # noqa: E402
+from posttrain.runtime import bf16_default  # noqa: E402
+from posttrain.sampling import SamplingParams  # noqa: E402
+
 DEFAULTS: dict[str, Any] = dict(
     template="short", think=0, style="forward", tries=0, n=640, lr=1e-4, epochs=1.0, batch=8, lora=0, seed=42
 )
@@ -71,13 +78,6 @@ def run_variant(spec: dict[str, Any], args: argparse.Namespace, heldout: dict[in
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
-
-    from eval.countdown import evaluate_countdown
-    from eval.sampling import SamplingParams
-    from posttrain.countdown import build_sft_records
-    from posttrain.data import train_tasks
-    from posttrain.models import load_tokenizer, resolve_model_name
-    from posttrain.runtime import bf16_default
 
     name = variant_name(spec)
     cuda = torch.cuda.is_available()
@@ -178,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jsonl", default=None, help="append one JSON line per variant here")
     args = parser.parse_args(argv)
-
-    from posttrain.data import heldout_tasks
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     counts = [int(x) for x in args.eval_numbers.split(",") if x.strip()]

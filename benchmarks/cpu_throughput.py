@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from posttrain.countdown import build_sft_records, generate_tasks, make_warmstart_completion
+from posttrain.models import resolve_model_name
 from rewards.countdown import countdown_reward
 
 console = Console()
@@ -91,8 +92,6 @@ def bench_sft(variants: list[str], steps: int, batch_size: int) -> Table:
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
-
-    from posttrain.models import resolve_model_name
 
     model_path = resolve_model_name("embedded")
     tasks = generate_tasks(batch_size * (steps + 1), seed=0)

@@ -35,6 +35,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from posttrain.data import train_tasks  # noqa: E402 (after the path set-up: runs as a script)
+from posttrain.io import atomic_write_json  # noqa: E402
+from posttrain.models import resolve_model_name  # noqa: E402
+from posttrain.rl import countdown_rl_rows  # noqa: E402
+from posttrain.runtime import bf16_default  # noqa: E402
+from rewards.registry import get_reward_funcs  # noqa: E402
+
 TIMINGS: list[tuple[int, str, float]] = []  # (global step at start, profiling name, seconds)
 
 
@@ -77,11 +84,6 @@ def make_step_timer():
 def run_algo(algo: str, args: argparse.Namespace, reward_names: list[str]) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
-    from posttrain.data import train_tasks
-    from posttrain.models import resolve_model_name
-    from posttrain.rl import countdown_rl_rows
-    from rewards.registry import get_reward_funcs
 
     config_cls, trainer_cls = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[algo]
     n_steps = args.warmup + args.steps
@@ -144,8 +146,6 @@ def run_algo(algo: str, args: argparse.Namespace, reward_names: list[str]) -> di
 def resolve_bf16(choice: str) -> bool:
     """`auto`: what the recipes use on this machine (posttrain.runtime.bf16_default); else the forced value."""
     if choice == "auto":
-        from posttrain.runtime import bf16_default
-
         return bf16_default()
     return choice == "true"
 
@@ -217,8 +217,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
     Console(width=160).print(table)
     if args.output:
-        from posttrain.io import atomic_write_json
-
         atomic_write_json(args.output, {"args": vars(args), "rows": rows})
     return rows
 

@@ -1,1 +1,1 @@
-"""Evaluation: shared sampling (`eval.sampling`) and the Countdown benchmark (`eval.countdown`)."""
+"""Evaluation beside the library: Countdown accuracy, win rates, the reward server, results and submissions."""

@@ -32,10 +32,18 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-from eval.sampling import BACKENDS, SamplingParams, generate, load_hf_model, render_prompts, resolve_backend
 from posttrain.countdown import PROMPT_TEMPLATES, CountdownTask, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, HELDOUT_PERCENT, heldout_tasks
-from posttrain.io import atomic_write_text, read_run_summary
+from posttrain.io import atomic_write_text
+from posttrain.models import load_tokenizer, trained_template
+from posttrain.sampling import (
+    BACKENDS,
+    SamplingParams,
+    generate,
+    load_hf_model,
+    render_prompts,
+    resolve_backend,
+)
 from rewards.countdown import score
 
 BASE_SEED_SUFFIX = "<think>"  # the "base" template pre-seeds the completion with this
@@ -63,7 +71,7 @@ def load_tasks_file(path: str | os.PathLike[str]) -> list[CountdownTask]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{where}: invalid JSON ({exc.msg})") from None
-            tasks.append(_task_from_row(row, where))
+            tasks.append(task_from_row(row, where))
     if not tasks:
         raise ValueError(f"tasks file {path} holds no tasks")
     return tasks
@@ -73,7 +81,8 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, Integral) and not isinstance(x, bool)
 
 
-def _task_from_row(row: Any, where: str) -> CountdownTask:
+def task_from_row(row: Any, where: str) -> CountdownTask:
+    """A CountdownTask from a JSON row `{"target", "nums", "solution"?}`; errors name `where` and the field."""
     if not isinstance(row, dict):
         raise ValueError(
             f"{where}: expected an object with fields 'target' and 'nums', got {type(row).__name__}"
@@ -152,31 +161,16 @@ def evaluate_countdown(
     """Sample completions for ``tasks``, score them, write samples.jsonl + summary.json, return the summary.
 
     ``model`` is a name/path/"embedded" or a loaded causal LM (pass its ``tokenizer``; see
-    `eval.sampling.generate`).
+    `posttrain.sampling.generate`).
     ``k`` is one or several k for pass@k, reported (with k=1 and k=n) only when sampling with ``n > 1``.
     ``output_dir=None`` skips writing files (for in-training evaluation). ``task_source`` is recorded as-is.
     Under multi-process training call it on the main process only (``if accelerator.is_main_process``).
     """
     params = params or SamplingParams()
     tasks = list(tasks)
-    if not tasks:
-        raise ValueError("no tasks to evaluate")
-    if template not in PROMPT_TEMPLATES:
-        raise ValueError(f"unknown prompt template {template!r}; valid names: {sorted(PROMPT_TEMPLATES)}")
-    sampled = not params.greedy and params.n > 1
-    if params.greedy and params.n > 1:
-        logger.warning(
-            "temperature 0 with n=%d: greedy samples are identical, pass@k is not reported", params.n
-        )
-    ks = _ks(k, params.n) if sampled else []
-
+    ks = check_request(tasks, template, params, k)
     prompts = [make_prompt(t.nums, t.target, template) for t in tasks]
-    if tokenizer is None and not isinstance(model, str):
-        model, tokenizer = load_hf_model(model, None, revision=revision)
-    if tokenizer is None:
-        from posttrain.models import load_tokenizer
-
-        tokenizer = load_tokenizer(model, revision=revision)
+    model, tokenizer = _with_tokenizer(model, tokenizer, revision)
     prompt_texts = render_prompts(prompts, tokenizer)
 
     start = time.perf_counter()
@@ -185,6 +179,61 @@ def evaluate_countdown(
     )
     gen_seconds = time.perf_counter() - start
 
+    rows, per_task_correct = score_samples(tasks, prompts, prompt_texts, completions)
+    metrics = summarize(rows, per_task_correct, params, ks)
+    pass_k = metrics.pop("pass_at_k", None)
+    summary: dict[str, Any] = {
+        "task": "countdown",
+        "model": _model_label(model, model_label),
+        "revision": revision,
+        "template": template,
+        **metrics,
+        "backend": resolve_backend(backend, model),
+        "task_source": task_source,
+        "generation_seconds": round(gen_seconds, 3),
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if pass_k is not None:
+        summary["pass_at_k"] = pass_k
+    if output_dir is not None:
+        write_outputs(summary, rows, output_dir)
+    if print_table:
+        print_summary(summary)
+    return summary
+
+
+def check_request(
+    tasks: Sequence[CountdownTask], template: str, params: SamplingParams, k: int | Sequence[int]
+) -> list[int]:
+    """Fail before any model loads on no tasks or an unknown template; the pass@k values to report."""
+    if not tasks:
+        raise ValueError("no tasks to evaluate")
+    if template not in PROMPT_TEMPLATES:
+        raise ValueError(f"unknown prompt template {template!r}; valid names: {sorted(PROMPT_TEMPLATES)}")
+    if params.greedy and params.n > 1:
+        logger.warning(
+            "temperature 0 with n=%d: greedy samples are identical, pass@k is not reported", params.n
+        )
+    return _ks(k, params.n) if not params.greedy and params.n > 1 else []
+
+
+def _with_tokenizer(model: Any, tokenizer: Any, revision: str | None) -> tuple[Any, Any]:
+    """(model, tokenizer): a loaded model's own tokenizer, or the named model's."""
+    if tokenizer is None and not isinstance(model, str):
+        return load_hf_model(model, None, revision=revision)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(model, revision=revision)
+    return model, tokenizer
+
+
+def score_samples(
+    tasks: Sequence[CountdownTask],
+    prompts: Sequence[Any],
+    prompt_texts: Sequence[str],
+    completions: Sequence[Sequence[str]],
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """One row per sample (task, prompt, completion, reward, correct) and the number correct per task."""
     rows: list[dict[str, Any]] = []
     per_task_correct: list[int] = []
     for i, (task, text, outs) in enumerate(zip(tasks, prompt_texts, completions, strict=True)):
@@ -209,48 +258,45 @@ def evaluate_countdown(
                 }
             )
         per_task_correct.append(n_correct)
+    return rows, per_task_correct
 
+
+def summarize(
+    rows: Sequence[dict[str, Any]], per_task_correct: Sequence[int], params: SamplingParams, ks: Sequence[int]
+) -> dict[str, Any]:
+    """The metrics of scored samples: accuracy (with its standard error over tasks), format rate, pass@k (last)."""
+    n_tasks = len(per_task_correct)
     n_samples = len(rows)
     per_task_acc = [c / params.n for c in per_task_correct]
-    accuracy = sum(per_task_acc) / len(tasks)
     summary: dict[str, Any] = {
-        "task": "countdown",
-        "model": _model_label(model, model_label),
-        "revision": revision,
-        "template": template,
         "greedy": params.greedy,
-        "accuracy": accuracy,
+        "accuracy": sum(per_task_acc) / n_tasks,
         # Standard error over tasks (tasks are the independent unit; samples of one task are correlated).
         "accuracy_stderr": _stderr(per_task_acc),
         "mean_reward": sum(r["reward"] for r in rows) / n_samples,
         "format_rate": sum(r["reward"] > 0 for r in rows) / n_samples,
-        "n_tasks": len(tasks),
+        "n_tasks": n_tasks,
         "n_samples": n_samples,
         "samples_per_task": params.n,
         "sampling": params.to_dict(),
         "seed": params.seed,
-        "backend": resolve_backend(backend, model),
-        "task_source": task_source,
-        "generation_seconds": round(gen_seconds, 3),
-        "wall_time_s": round(time.perf_counter() - start, 3),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if ks:
         summary["pass_at_k"] = {
-            str(kk): sum(pass_at_k(params.n, c, kk) for c in per_task_correct) / len(tasks) for kk in ks
+            str(kk): sum(pass_at_k(params.n, c, kk) for c in per_task_correct) / n_tasks for kk in ks
         }
-
-    if output_dir is not None:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
-            out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        )
-        summary["samples_path"] = str(out / "samples.jsonl")
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    if print_table:
-        print_summary(summary)
     return summary
+
+
+def write_outputs(
+    summary: dict[str, Any], rows: Sequence[dict[str, Any]], output_dir: str | os.PathLike[str]
+) -> None:
+    """samples.jsonl and summary.json (which records the samples' path), each written atomically."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    summary["samples_path"] = str(out / "samples.jsonl")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def _stderr(values: Sequence[float]) -> float:
@@ -335,13 +381,6 @@ def _slug(text: str) -> str:
         "".join(c if c.isalnum() or c in "-." else "-" for c in text.strip("/").split("/")[-1])[:60]
         or "model"
     )
-
-
-def trained_template(model: str) -> str | None:
-    """The prompt template a recipe trained `model` with, read from its run_summary.json (None if unknown)."""
-    countdown = (read_run_summary(model).get("args") or {}).get("countdown")
-    template = countdown.get("prompt_template") if isinstance(countdown, dict) else None
-    return template if template in PROMPT_TEMPLATES else None
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import hmac
 import json
 import logging
@@ -40,9 +39,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from posttrain.models import model_fingerprint
 from rewards.reward_model import (
     DTYPES,
-    WEIGHT_SUFFIXES,
     RewardModelError,
     load_reward_model,
 )
@@ -53,23 +52,6 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 # A request body must arrive within this (one whose Content-Length is larger than the body never does).
 DEFAULT_BODY_TIMEOUT_S = 30.0
 ROLES = ("system", "user", "assistant")
-# Files besides the weights that change what a model computes or how its input is built.
-FINGERPRINT_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "tokenizer.model",
-    "spiece.model",
-    "chat_template.jinja",
-    "chat_template.json",
-)
-FINGERPRINT_HASH_LIMIT = 64 * 1024 * 1024  # files up to this size are hashed by content, larger ones by stat
 DEFAULT_RESULT_TIMEOUT_S = 120.0
 
 
@@ -86,30 +68,6 @@ class RequestError(ValueError):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def model_fingerprint(path: str | os.PathLike[str], length: int = 8) -> str:
-    """``length`` hex chars over a model folder's config, weight, tokenizer and chat-template files.
-
-    Each file counts by name and content; a weight file over 64 MiB counts by name, size and mtime instead
-    (hashing many GB on every start would cost more than it saves). Used for the served model id here and for
-    the generation cache key of `eval.winrate`.
-    """
-    folder = Path(path)
-    digest = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        if not f.is_file() or not (
-            f.name in FINGERPRINT_FILES or f.suffix in WEIGHT_SUFFIXES or f.name.endswith(".index.json")
-        ):
-            continue
-        stat = f.stat()
-        if stat.st_size <= FINGERPRINT_HASH_LIMIT:
-            file_digest = hashlib.sha256()
-            with f.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    file_digest.update(block)
-            digest.update(f"{f.name}:sha256:{file_digest.hexdigest()}\n".encode())
-        else:
-            digest.update(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:length]
 
 
 class RewardScorer:

@@ -321,7 +321,7 @@ def load_countdown_prompt_set(
     source: str | None, *, n: int | None, seed: int, num_numbers: int = 3, split: str = "test"
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Countdown tasks ``[{"id", "target", "nums"}]`` from a JSONL file, a hub dataset, or held-out generation."""
-    from eval.countdown import _task_from_row
+    from eval.countdown import task_from_row
 
     if n is not None and n < 1:
         raise ValueError(f"--countdown_n must be >= 1, got {n}")
@@ -369,7 +369,7 @@ def load_countdown_prompt_set(
             f"countdown prompt set {source!r}: no such file and not a hub dataset id (owner/name)"
         )
     for i, (where, row) in enumerate(raw):
-        task = _task_from_row(row, where)
+        task = task_from_row(row, where)
         rid = row.get("id") if isinstance(row, dict) else None
         rows.append(
             {
@@ -390,9 +390,9 @@ def _countdown_section(
     gen: _Generation, prompts_source: str | None, n: int | None, seed: int, template: str | None, max_new: int
 ) -> dict[str, Any]:
     """The Countdown section: held-out tasks by default, the model's answers and the rendered prompts."""
-    from eval.countdown import trained_template
-    from eval.sampling import render_prompts
     from posttrain.countdown import make_prompt
+    from posttrain.models import trained_template
+    from posttrain.sampling import render_prompts
 
     rows, info = load_countdown_prompt_set(prompts_source, n=n, seed=seed)
     template = template or trained_template(gen.model) or "chat"
@@ -439,8 +439,8 @@ class _Generation:
     """One loaded model (loaded once for both tasks) and its sampling settings; calling it generates."""
 
     def __init__(self, model: str, revision: str | None, params: Any, backend: str, progress: bool):
-        from eval.sampling import SamplingParams, load_hf_model, resolve_backend
         from posttrain.models import load_tokenizer
+        from posttrain.sampling import SamplingParams, load_hf_model, resolve_backend
 
         self.model, self.revision, self.progress = model, revision, progress
         self.params = params or SamplingParams()
@@ -454,7 +454,7 @@ class _Generation:
     def __call__(self, prompts: list[Any], max_new_tokens: int) -> list[list[str]]:
         from dataclasses import replace
 
-        from eval.sampling import generate
+        from posttrain.sampling import generate
 
         return generate(
             self.generator,
@@ -796,9 +796,9 @@ def _upload(path: Path, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    from eval.sampling import SamplingParams
     from eval.winrate import model_not_available_message
     from posttrain.models import ModelNotAvailableError
+    from posttrain.sampling import SamplingParams
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

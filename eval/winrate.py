@@ -6,7 +6,7 @@
     python -m eval.winrate --model embedded --reference embedded --serve_rm runs/rm-ultrafeedback/model  # offline
     make serve-reward RM=...   # then, in another terminal:   make eval-winrate MODEL=... REFERENCE=...
 
-For every prompt, the policy and the reference answer it (`eval.sampling.generate`, the same sampling settings
+For every prompt, the policy and the reference answer it (`posttrain.sampling.generate`, the same sampling settings
 for both; the chat template of each model is applied to ``[{"role": "user", "content": prompt}]``). Each
 answer is scored by the endpoint as the plain conversation ``[user prompt, assistant response]``, and the
 prompt is a win when the policy's reward is strictly higher, a loss when lower, a tie when equal.
@@ -55,8 +55,8 @@ from eval.reward_client import (  # noqa: F401 (parse_reward and RewardParseErro
     parse_reward,
     redact_url,
 )
-from eval.sampling import BACKENDS, SamplingParams, generate, resolve_backend
 from posttrain.io import atomic_write_json, atomic_write_jsonl
+from posttrain.sampling import BACKENDS, SamplingParams, generate, resolve_backend
 from rewards.api_retry import redact
 
 logger = logging.getLogger("eval.winrate")
@@ -222,7 +222,7 @@ def resolve_reference(name: str) -> tuple[str, bool]:
 def local_model_fingerprint(model: str) -> str | None:
     """A fingerprint of a local model folder's config, weight and tokenizer files; None for hub names and
     ``embedded`` (their identity is the name and revision)."""
-    from eval.reward_server import model_fingerprint
+    from posttrain.models import model_fingerprint
 
     path = Path(model)
     return model_fingerprint(path, length=16) if path.is_dir() else None

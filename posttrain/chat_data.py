@@ -22,9 +22,12 @@ import logging
 import os
 import random
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("posttrain")
+from posttrain.io import atomic_write_jsonl
+
+logger = logging.getLogger(__name__)
 
 SMOLTALK_HUB_ID = "HuggingFaceTB/smol-smoltalk"
 # The commit that public code pins for HuggingFaceTB/smol-smoltalk (it appears as that dataset's revision in
@@ -535,10 +538,6 @@ def ultrafeedback_prompts(
 
 def write_fixtures(output_dir: str) -> dict[str, str]:
     """Write both fixtures as JSONL files in a hub-like layout (`<dataset>/<split>.jsonl`) for inspection."""
-    from pathlib import Path
-
-    from posttrain.io import atomic_write_jsonl
-
     written = {}
     for hub_id, splits, make_rows in (
         (SMOLTALK_HUB_ID, SMOLTALK_SPLITS, smoltalk_fixture_rows),

@@ -27,7 +27,10 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-logger = logging.getLogger("posttrain")
+from posttrain.chat_data import FIXTURE_NAME, SMOLTALK_HUB_ID, load_smoltalk, resolve_source
+from posttrain.models import load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 # Rows of the offline fixture carry this `source` prefix (posttrain.chat_data.smoltalk_fixture_rows).
@@ -323,8 +326,6 @@ def is_chat_dataset(dataset: Any) -> bool:
 
 def data_source(dataset: Any) -> str:
     """`fixture` when the rows come from the project's offline fixture, else the smol-smoltalk hub id."""
-    from posttrain.chat_data import FIXTURE_NAME, SMOLTALK_HUB_ID
-
     if "source" in dataset.column_names and len(dataset):
         if str(dataset[0]["source"]).startswith(FIXTURE_SOURCE_PREFIX):
             return FIXTURE_NAME
@@ -334,8 +335,6 @@ def data_source(dataset: Any) -> str:
 def load_chat_sft_dataset(script_args: Any):
     """smol-smoltalk (hub at the pinned revision, or the offline fixture) as a train/test `DatasetDict`."""
     from datasets import DatasetDict
-
-    from posttrain.chat_data import SMOLTALK_HUB_ID, load_smoltalk, resolve_source
 
     # Resolved once for both splits (the loaders do not probe again), so train and test share one source; a run
     # that asked for every row (dataset_max_train_rows: null) never falls back to the fixture.
@@ -380,8 +379,6 @@ def prepare_chat_sft(
     the model with (`training_args.model_init_kwargs["revision"]`, set by `prepare_model_args`), so the
     tokenizer and the weights come from the same commit.
     """
-    from posttrain.models import load_tokenizer
-
     if not training_args.assistant_only_loss:
         logger.warning(
             "assistant_only_loss is false: the loss covers system and user turns too. Set it to true to train "

@@ -124,7 +124,7 @@ class CountdownArguments:
             )
 
     def generator_kwargs(self) -> dict:
-        """Keyword arguments for `posttrain.countdown.generate_tasks` / `generate_splits`."""
+        """Keyword arguments for `posttrain.countdown.generate_tasks` (and `posttrain.data.train_tasks` / `heldout_tasks`)."""
         return dict(
             num_numbers=tuple(self.countdown_num_numbers),
             min_number=self.countdown_min_number,

@@ -26,7 +26,6 @@ __all__ = [
     "CHAT_TEMPLATE",
     "COMPACT_SYSTEM_PROMPT",
     "COMPACT_TEMPLATE",
-    "COUNTDOWN_HUB",
     "COUNTDOWN_HUB_ID",
     "COUNTDOWN_HUB_REVISION",
     "PROMPT_TEMPLATES",
@@ -35,10 +34,8 @@ __all__ = [
     "WARMSTART_HUB",
     "WARMSTART_HUB_REVISION",
     "CountdownTask",
-    "build_countdown_splits",
     "build_sft_records",
     "canonical_key",
-    "generate_splits",
     "generate_tasks",
     "is_conversational_template",
     "load_hub_countdown_tasks",
@@ -291,16 +288,6 @@ def split_tasks(
     train = [t for t in tasks if t.key not in test_keys]
     test = [t for t in tasks if t.key in test_keys]
     return train, test
-
-
-def generate_splits(
-    n_train: int, n_test: int, *, seed: int = 0, **gen_kwargs: Any
-) -> tuple[list[CountdownTask], list[CountdownTask]]:
-    """Generate ``n_train + n_test`` distinct tasks and split them; train and test never share a key."""
-    if n_train < 0 or n_test < 0:
-        raise ValueError(f"n_train and n_test must be >= 0, got n_train={n_train}, n_test={n_test}")
-    tasks = generate_tasks(n_train + n_test, seed=seed, **gen_kwargs)
-    return split_tasks(tasks, test_size=n_test, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -589,57 +576,12 @@ def build_sft_records(
     return records
 
 
-def build_countdown_splits(
-    *,
-    n_train: int,
-    n_test: int,
-    seed: int = 0,
-    template: str = "chat",
-    num_numbers: int | Sequence[int] = 3,
-    min_number: int = 1,
-    max_number: int = 30,
-    min_target: int = 10,
-    max_target: int = 100,
-    max_failed_tries: int = 0,
-    failed_trace_share: float = 0.0,
-    system_prompt: str | None = None,
-) -> Any:
-    """``datasets.DatasetDict`` with disjoint "train"/"test" splits; columns prompt, completion, target, nums.
-
-    Test completions are always successful traces (reference solutions), whatever ``failed_trace_share`` is.
-    """
-    from datasets import Dataset, DatasetDict
-
-    _template_name(template)
-    train, test = generate_splits(
-        n_train,
-        n_test,
-        seed=seed,
-        num_numbers=num_numbers,
-        min_number=min_number,
-        max_number=max_number,
-        min_target=min_target,
-        max_target=max_target,
-    )
-    common = {"template": template, "max_failed_tries": max_failed_tries, "system_prompt": system_prompt}
-    train_rows = build_sft_records(train, seed=seed, failed_trace_share=failed_trace_share, **common)
-    test_rows = build_sft_records(test, seed=seed + 1, failed_trace_share=0.0, **common)
-    columns = ("prompt", "completion", "target", "nums")
-    return DatasetDict(
-        {
-            "train": Dataset.from_dict({c: [r[c] for r in train_rows] for c in columns}),
-            "test": Dataset.from_dict({c: [r[c] for r in test_rows] for c in columns}),
-        }
-    )
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Hub loaders (only for users with hub access; never needed offline)
 # --------------------------------------------------------------------------------------------------------------
 
 COUNTDOWN_HUB_ID = "Jiayi-Pan/Countdown-Tasks-3to4"
 COUNTDOWN_HUB_REVISION = "408f70d177020686d34a56bba5952feb45aaaee4"
-COUNTDOWN_HUB = (COUNTDOWN_HUB_ID, COUNTDOWN_HUB_REVISION)
 
 WARMSTART_HUB = "Asap7772/cog_behav_all_strategies"
 # Commit not known offline: "main" is a moving target. Pin the commit sha here before publishing results.

@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+from posttrain.chat_sft import load_chat_sft_dataset
 from posttrain.countdown import (
-    COUNTDOWN_HUB_ID,
     COUNTDOWN_HUB_REVISION,
-    WARMSTART_HUB,
     WARMSTART_HUB_REVISION,
     CountdownTask,
     build_sft_records,
@@ -23,6 +22,7 @@ from posttrain.countdown import (
     load_hub_countdown_tasks,
     load_hub_warmstart,
 )
+from posttrain.dataset_names import COUNTDOWN_HUB, SMOLTALK, WARMSTART_HUB_TRACES, dataset_kind
 
 HELDOUT_PERCENT = 10
 DEFAULT_TASK_SEED = 1234
@@ -98,58 +98,57 @@ def countdown_sft_dataset(countdown_args):
     return _sft_splits(train, test, countdown_args)
 
 
+def warmstart_hub_sft_dataset(script_args, countdown_args):
+    """The hub warm-start traces (`Asap7772/cog_behav_all_strategies`) as a train/test `DatasetDict`."""
+    from datasets import Dataset, DatasetDict
+
+    revision = script_args.dataset_revision or WARMSTART_HUB_REVISION
+    train_split = script_args.dataset_train_split
+    return DatasetDict(
+        {
+            split: Dataset.from_list(
+                [
+                    r
+                    for r in load_hub_warmstart(split=split, revision=revision, template=countdown_args.prompt_template)
+                    # The hub rows are not split by our key: held-out puzzles never reach training.
+                    if split != train_split or not is_heldout(r["target"], r["nums"])
+                ]
+            )
+            for split in (train_split, script_args.dataset_test_split)
+        }
+    )
+
+
+def countdown_hub_sft_dataset(script_args, countdown_args):
+    """Hub Countdown tasks with solver-written traces; held-out keys go to test, never to train."""
+    # The hub tasks come without solutions: the solver writes the warm-start traces, and tasks it cannot
+    # solve under Stream-of-Search rules are skipped. Held-out keys stay out of training here too.
+    revision = script_args.dataset_revision or COUNTDOWN_HUB_REVISION
+    wanted = countdown_args.countdown_train_size + countdown_args.countdown_test_size
+    tasks, _ = load_hub_countdown_tasks(
+        revision=revision, seed=countdown_args.countdown_data_seed, max_tasks=wanted * 2
+    )
+    tasks = [t for t in tasks if t.solution]
+    train = [t for t in tasks if not is_heldout(t.target, t.nums)][: countdown_args.countdown_train_size]
+    test = [t for t in tasks if is_heldout(t.target, t.nums)][: countdown_args.countdown_test_size]
+    return _sft_splits(train, test, countdown_args)
+
+
 def load_sft_dataset(script_args, countdown_args):
     """Generated Countdown data when no dataset is named; the pinned hub datasets otherwise.
 
     `HuggingFaceTB/smol-smoltalk` (or `fixture`, its offline twin) gives chat data: a `messages` column with
-    the train/test splits and row limits of `script_args` (see posttrain.chat_sft).
+    the train/test splits and row limits of `script_args` (see posttrain.chat_sft). The name is looked up in
+    `posttrain.dataset_names`, which names the choices when the SFT recipe cannot train on it.
     """
-    from datasets import Dataset, DatasetDict
-
-    from posttrain.chat_data import FIXTURE_NAME, SMOLTALK_HUB_ID
-
-    name = script_args.dataset_name
-    if not name or name == "countdown":
-        return countdown_sft_dataset(countdown_args)
-    if name in (SMOLTALK_HUB_ID, FIXTURE_NAME):
-        from posttrain.chat_sft import load_chat_sft_dataset
-
+    kind = dataset_kind(script_args.dataset_name, "SFT")
+    if kind == SMOLTALK:
         return load_chat_sft_dataset(script_args)
-    if name == WARMSTART_HUB:
-        revision = script_args.dataset_revision or WARMSTART_HUB_REVISION
-        train_split = script_args.dataset_train_split
-        return DatasetDict(
-            {
-                split: Dataset.from_list(
-                    [
-                        r
-                        for r in load_hub_warmstart(
-                            split=split, revision=revision, template=countdown_args.prompt_template
-                        )
-                        # The hub rows are not split by our key: held-out puzzles never reach training.
-                        if split != train_split or not is_heldout(r["target"], r["nums"])
-                    ]
-                )
-                for split in (train_split, script_args.dataset_test_split)
-            }
-        )
-    if name == COUNTDOWN_HUB_ID:
-        # The hub tasks come without solutions: the solver writes the warm-start traces, and tasks it cannot
-        # solve under Stream-of-Search rules are skipped. Held-out keys stay out of training here too.
-        revision = script_args.dataset_revision or COUNTDOWN_HUB_REVISION
-        wanted = countdown_args.countdown_train_size + countdown_args.countdown_test_size
-        tasks, _ = load_hub_countdown_tasks(
-            revision=revision, seed=countdown_args.countdown_data_seed, max_tasks=wanted * 2
-        )
-        tasks = [t for t in tasks if t.solution]
-        train = [t for t in tasks if not is_heldout(t.target, t.nums)][: countdown_args.countdown_train_size]
-        test = [t for t in tasks if is_heldout(t.target, t.nums)][: countdown_args.countdown_test_size]
-        return _sft_splits(train, test, countdown_args)
-    raise ValueError(
-        f"dataset_name={name!r} is not supported by the SFT recipe; leave it unset (generated Countdown tasks, "
-        f"offline), use {WARMSTART_HUB!r} or {COUNTDOWN_HUB_ID!r} (Countdown, both need the hub), or "
-        f"{SMOLTALK_HUB_ID!r} / {FIXTURE_NAME!r} (chat SFT; the fixture is offline)."
-    )
+    if kind == WARMSTART_HUB_TRACES:
+        return warmstart_hub_sft_dataset(script_args, countdown_args)
+    if kind == COUNTDOWN_HUB:
+        return countdown_hub_sft_dataset(script_args, countdown_args)
+    return countdown_sft_dataset(countdown_args)
 
 
 # Evaluation sets are prefixes of `heldout_tasks(n, seed=DEFAULT_TASK_SEED)`; validation tasks skip this many of

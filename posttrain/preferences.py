@@ -1,15 +1,10 @@
-"""Preference data for DPO/IPO and reward models: UltraFeedback pairs and on-policy Countdown pairs.
-
-Everything here produces TRL's *explicit-prompt* preference format: ``prompt`` / ``chosen`` / ``rejected``,
-conversational (message lists, ``chosen`` and ``rejected`` a single assistant message) when the prompt is a message
-list, plain strings otherwise. DPOTrainer and RewardTrainer both take this format as is.
-
-On-policy Countdown pairs (`python -m posttrain.preferences`):
+"""On-policy Countdown preference pairs for DPO (`python -m posttrain.preferences`), in TRL's explicit-prompt
+format (``prompt`` / ``chosen`` / ``rejected``); the recipes load them with `posttrain.preference_data`.
 
     python -m posttrain.preferences --model runs/sft-countdown/model --output_dir runs/dpo-countdown/pairs \
         --n_prompts 128 --k 4 --temperature 1.0 --max_new_tokens 96
 
-sample ``k >= 2`` completions per *training* prompt (never a held-out task) at ``temperature > 0``, score them
+Sample ``k >= 2`` completions per *training* prompt (never a held-out task) at ``temperature > 0``, score them
 with the Countdown reward (0 no answer, 0.1 wrong, 1 correct), pair the first best with the first worst, and drop
 prompts whose samples all score the same (ties carry no preference). A sample that ran into ``max_new_tokens``
 without stopping (found by re-tokenising its text) is never the chosen side: DPO would teach the model to stop
@@ -35,238 +30,31 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("posttrain")
+from posttrain.countdown import PROMPT_TEMPLATES, make_prompt
+from posttrain.data import DEFAULT_TASK_SEED, train_tasks
+from posttrain.dataset_names import is_pairs_folder
+from posttrain.io import atomic_write_json
+from posttrain.models import (
+    load_tokenizer,
+    local_model_fingerprint,
+    missing_local_model_hint,
+    resolve_model_name,
+    trained_template,
+)
+from posttrain.preference_data import PROVENANCE_FILE, read_provenance
+from posttrain.sampling import BACKENDS, SamplingParams, generate, is_conversational_prompts, resolve_backend
+from rewards.countdown import countdown_reward
 
-PROVENANCE_FILE = "provenance.json"
+logger = logging.getLogger(__name__)
+
 # Bump when the pairing rule or the saved columns change, so old folders are not reused silently.
 # 2: truncated samples are never chosen; `rejected_truncated` column; backend and versions in the request.
 PAIRS_FORMAT_VERSION = 2
-PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
 Sampler = Callable[..., list[list[str]]]
-
-
-@dataclass
-class PreferenceArguments:
-    """Project options of the DPO and reward recipes (prefixed: one flat namespace with TRL's fields)."""
-
-    preference_eval_before: bool = field(
-        default=True,
-        metadata={"help": "Evaluate the held-out pairs before training too (the before/after comparison)."},
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# UltraFeedback -> explicit-prompt preference format
-# ----------------------------------------------------------------------------------------------------------
-
-
-def ultrafeedback_to_preference(dataset: Any, *, split: str = "?", name: str = "ultrafeedback") -> Any:
-    """``chosen``/``rejected`` conversations -> ``prompt`` (shared turns), ``chosen``/``rejected`` (last turn).
-
-    ultrafeedback_binarized stores ``prompt`` as a string and the user turn inside ``chosen``/``rejected``; TRL
-    would then prepend the prompt twice. The shared leading turns become the conversational prompt instead.
-    """
-    from posttrain.chat_data import DatasetSchemaError
-
-    def convert(row: dict, index: int) -> dict:
-        chosen, rejected = row["chosen"], row["rejected"]
-        for field_name, messages in (("chosen", chosen), ("rejected", rejected)):
-            if not messages or messages[-1].get("role") != "assistant" or len(messages) < 2:
-                raise DatasetSchemaError(
-                    f"{name} [{split}] row {index}: field {field_name!r} must be a conversation ending with an "
-                    f"assistant reply after at least one user turn"
-                )
-        if chosen[:-1] != rejected[:-1]:
-            raise DatasetSchemaError(
-                f"{name} [{split}] row {index}: 'chosen' and 'rejected' must share the same turns before the "
-                f"final assistant reply"
-            )
-        return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
-
-    return dataset.map(convert, with_indices=True, remove_columns=dataset.column_names)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Loading preference data for the recipes
-# ----------------------------------------------------------------------------------------------------------
-
-
-def is_pairs_folder(path: str | os.PathLike | None) -> bool:
-    """True when `path` is a folder written by `datasets.save_to_disk` (our pairs folders are)."""
-    if not path:
-        return False
-    p = Path(path)
-    return p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file())
-
-
-def read_provenance(folder: str | os.PathLike) -> dict | None:
-    path = Path(folder) / PROVENANCE_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def _check_columns(ds: Any, where: str) -> None:
-    missing = [c for c in PREFERENCE_COLUMNS if c not in ds.column_names]
-    if missing:
-        raise ValueError(
-            f"{where} lacks the preference column(s) {missing} (columns: {ds.column_names}); a preference "
-            f"dataset needs prompt/chosen/rejected, e.g. a folder written by `python -m posttrain.preferences`."
-        )
-
-
-def load_pairs_folder(folder: str | os.PathLike, train_split: str, test_split: str | None) -> dict:
-    """{split: Dataset} from a `save_to_disk` folder; a single Dataset is the train split (no test split)."""
-    from datasets import Dataset, DatasetDict, load_from_disk
-
-    loaded = load_from_disk(str(folder))
-    if isinstance(loaded, Dataset):
-        loaded = DatasetDict({train_split: loaded})
-    if train_split not in loaded:
-        raise ValueError(
-            f"dataset_train_split={train_split!r} is not a split of {folder} (splits: {sorted(loaded)})."
-        )
-    out = {"train": loaded[train_split]}
-    if test_split and test_split in loaded:
-        out["test"] = loaded[test_split]
-    elif test_split:
-        logger.warning("%s has no split %r: no held-out pair evaluation.", folder, test_split)
-    for split, ds in out.items():
-        _check_columns(ds, f"{folder} [{split}]")
-    return out
-
-
-def load_preference_dataset(script_args: Any) -> tuple[dict, dict]:
-    """({"train": Dataset, "test": Dataset?}, info) for `dataset_name`: a pairs folder, or UltraFeedback.
-
-    UltraFeedback comes from the hub at the pinned revision, or from the offline fixture (`dataset_name:
-    fixture`, or as a logged fallback when the hub is unreachable and the run has a row limit; a run over every
-    row stops instead); `info["data_source"]` says which. The source is resolved once, for both splits.
-    """
-    from posttrain.chat_data import FIXTURE_NAME, ULTRAFEEDBACK_HUB_ID, ULTRAFEEDBACK_REVISION, resolve_source
-    from posttrain.chat_data import load_ultrafeedback as _load_uf
-
-    name = script_args.dataset_name
-    train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
-    if is_pairs_folder(name):
-        data = load_pairs_folder(name, train_split, test_split)
-        info: dict[str, Any] = {"data_source": str(Path(name).resolve()), "provenance": read_provenance(name)}
-    elif name not in (None, "", ULTRAFEEDBACK_HUB_ID, FIXTURE_NAME):
-        raise ValueError(
-            f"dataset_name={name!r} is neither a preference dataset folder (datasets.save_to_disk layout) nor "
-            f"{ULTRAFEEDBACK_HUB_ID!r} / {FIXTURE_NAME!r}; build a pairs folder with "
-            f"`python -m posttrain.preferences --model ... --output_dir {name}`."
-        )
-    else:
-        # Once for both splits, so train and test cannot come from different sources; no silent fixture for a
-        # run that asked for every row.
-        source = resolve_source(
-            name, ULTRAFEEDBACK_HUB_ID, allow_fallback=script_args.dataset_max_train_rows is not None
-        )
-        data = {}
-        splits = {"train": (train_split, script_args.dataset_max_train_rows)}
-        if test_split:
-            splits["test"] = (test_split, script_args.dataset_max_test_rows)
-        for key, (split, max_rows) in splits.items():
-            raw = _load_uf(source, split, revision=script_args.dataset_revision, max_rows=max_rows)
-            data[key] = ultrafeedback_to_preference(raw, split=split, name=ULTRAFEEDBACK_HUB_ID)
-        revision = None if source == FIXTURE_NAME else script_args.dataset_revision or ULTRAFEEDBACK_REVISION
-        info = {"data_source": source, "dataset_revision": revision}
-        return data, info
-    limits = {"train": script_args.dataset_max_train_rows, "test": script_args.dataset_max_test_rows}
-    for key, limit in limits.items():
-        if key in data and limit is not None:
-            data[key] = data[key].select(range(min(limit, len(data[key]))))
-    return data, info
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Before/after evaluation of the recipes
-# ----------------------------------------------------------------------------------------------------------
-
-# Metrics reported before and after training: TRL's eval keys -> our names.
-DPO_EVAL_KEYS = {
-    "eval_rewards/accuracies": "reward_accuracy",
-    "eval_rewards/margins": "reward_margin",
-    "eval_loss": "loss",
-    "eval_logps/chosen": "logps_chosen",
-    "eval_logps/rejected": "logps_rejected",
-}
-REWARD_EVAL_KEYS = {"eval_accuracy": "pair_accuracy", "eval_margin": "reward_margin", "eval_loss": "loss"}
-
-
-def policy_pair_accuracy(trainer: Any) -> float | None:
-    """Share of held-out pairs where the policy gives the chosen completion a higher log-probability (summed
-    over completion tokens) than the rejected one.
-
-    DPO's implicit reward accuracy is 0 by construction before training (policy = reference, every reward 0),
-    so this is the informative "before" number. None under DeepSpeed/FSDP (sharded weights outside the
-    training loop) or without an eval set.
-    """
-    import torch
-
-    if trainer.eval_dataset is None or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
-        return None
-    model = trainer.model
-    was_training = model.training
-    model.eval()
-    wins = torch.zeros((), dtype=torch.float64)
-    total = torch.zeros((), dtype=torch.float64)
-    try:
-        with torch.no_grad():
-            for batch in trainer.get_eval_dataloader():
-                labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-                out = model(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    labels=labels,
-                    fused_lm_head=True,
-                    use_cache=False,
-                )
-                seq_len = batch["completion_mask"].size(1) - 1
-                logps = out.log_probs[:, -seq_len:].sum(dim=1)  # zero where labels are -100
-                chosen, rejected = logps.chunk(2, dim=0)
-                better = trainer.accelerator.gather_for_metrics((chosen > rejected).double())
-                wins += better.sum().cpu()
-                total += better.numel()
-    finally:
-        model.train(was_training)
-    return round(float(wins / total), 4) if total > 0 else None
-
-
-def evaluate_pairs(trainer: Any, keys: dict[str, str], *, policy_accuracy: bool = False) -> dict:
-    """trainer.evaluate() on the held-out pairs, reduced to `keys` (plus the policy's pair accuracy).
-
-    Runs under the accelerator's autocast: before train() only the reference model's forward is wrapped in it,
-    so with bf16 mixed precision the policy would run in float32 against a bf16 reference and DPO's "before"
-    numbers would show a spurious preference (reward accuracy 0.80, margin 0.06 on the UltraFeedback fixture)."""
-    with trainer.accelerator.autocast():
-        metrics = trainer.evaluate()
-        out = {name: round(float(metrics[key]), 4) for key, name in keys.items() if key in metrics}
-        if policy_accuracy:
-            out["policy_pair_accuracy"] = policy_pair_accuracy(trainer)
-    return out
-
-
-def format_before_after(before: dict | None, after: dict) -> str:
-    """A small plain-text table: metric, before, after."""
-    names = list(after) + [k for k in (before or {}) if k not in after]
-    lines = [f"{'held-out pairs':<22} {'before':>10} {'after':>10}"]
-    for name in names:
-        b = (before or {}).get(name)
-        a = after.get(name)
-        lines.append(
-            f"{name:<22} {'-' if b is None else f'{b:.4f}':>10} {'-' if a is None else f'{a:.4f}':>10}"
-        )
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -313,8 +101,6 @@ def pairs_from_samples(
     ``dropped_ties`` (every sample scored the same) and ``pairs_dropped_truncated`` (a preference existed, but
     every sample better than the worst was truncated).
     """
-    from eval.sampling import is_conversational_prompts
-
     conversational = is_conversational_prompts(prompts)
     rows, ties, dropped_truncated = [], 0, 0
     for i, (prompt, texts, scores) in enumerate(zip(prompts, samples, rewards, strict=True)):
@@ -362,8 +148,6 @@ def truncated_flags(
 
 def token_counter(model: str, revision: str | None = None) -> Callable[[str], int]:
     """Tokens in a completion's text, with the model's tokenizer (no special tokens added)."""
-    from posttrain.models import load_tokenizer
-
     tokenizer = load_tokenizer(model, revision=revision)
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -381,20 +165,16 @@ def countdown_pairs(
 ) -> tuple[list[dict], dict]:
     """Sample ``params.n`` completions per task, score them with the Countdown reward, pair best vs worst.
 
-    Returns (rows, counts). ``sampler`` defaults to `eval.sampling.generate` (tests pass a fake one);
+    Returns (rows, counts). ``sampler`` defaults to `posttrain.sampling.generate` (tests pass a fake one);
     ``count_tokens`` (for finding truncated samples) defaults to the model's tokenizer.
     """
-    from posttrain.countdown import make_prompt
-    from rewards.countdown import countdown_reward
-
     if params.n < 2:
         raise ValueError(f"k (samples per prompt) must be >= 2 to form a pair, got {params.n}")
     if params.temperature <= 0:
         raise ValueError(
             f"temperature must be > 0 for on-policy pairs (greedy samples are identical), got {params.temperature}"
         )
-    if sampler is None:
-        from eval.sampling import generate as sampler
+    sampler = sampler or generate
     prompts = [make_prompt(t.nums, t.target, template) for t in tasks]
     samples = sampler(model, prompts, params, backend=backend, revision=revision)
     if len(samples) != len(prompts):
@@ -441,8 +221,6 @@ def save_pairs(splits: dict[str, list[dict]], provenance: dict, output_dir: str 
     """`DatasetDict.save_to_disk` + provenance.json into a temp folder, then renamed to `output_dir`."""
     from datasets import Dataset, DatasetDict
 
-    from posttrain.io import atomic_write_json
-
     output = Path(output_dir)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
@@ -469,16 +247,11 @@ def save_pairs(splits: dict[str, list[dict]], provenance: dict, output_dir: str 
 def model_identity(model: str, revision: str | None = None) -> dict:
     """Name, resolved path and (for local folders) a fingerprint of the weights, so a retrained model at the
     same path does not reuse pairs sampled from the old one."""
-    from eval.reward_server import model_fingerprint
-    from posttrain.models import resolve_model_name
-
-    path = resolve_model_name(model)
-    fingerprint = model_fingerprint(Path(path)) if Path(path).is_dir() else None
     return {
         "model": model,
-        "model_path": str(path),
+        "model_path": str(resolve_model_name(model)),
         "model_revision": revision,
-        "model_fingerprint": fingerprint,
+        "model_fingerprint": local_model_fingerprint(model),
     }
 
 
@@ -497,10 +270,6 @@ def backend_versions(backend: str) -> dict[str, str | None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from eval.sampling import BACKENDS
-    from posttrain.countdown import PROMPT_TEMPLATES
-    from posttrain.data import DEFAULT_TASK_SEED
-
     p = argparse.ArgumentParser(
         prog="python -m posttrain.preferences",
         description="On-policy Countdown preference pairs (best vs worst of k samples) for DPO.",
@@ -569,11 +338,6 @@ def _request(args: argparse.Namespace, template: str, params: Any, backend: str)
 
 def main(argv: Sequence[str] | None = None, *, sampler: Sampler | None = None) -> dict:
     """Build (or reuse) a pairs folder; returns its provenance."""
-    from eval.countdown import trained_template
-    from eval.sampling import SamplingParams, resolve_backend
-    from posttrain.data import train_tasks
-    from posttrain.models import missing_local_model_hint
-
     args = build_parser().parse_args(argv)
     missing = missing_local_model_hint(args.model)
     if missing is not None:  # before anything is built or loaded

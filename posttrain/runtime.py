@@ -1,20 +1,27 @@
-"""The skeleton every recipe shares: logging, model kwargs, resuming, saving and the run summary."""
+"""The skeleton every recipe shares: logging, model kwargs, resuming, and the ending (train, save, summarize)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from posttrain.io import atomic_write_json
 from posttrain.models import EMBEDDED_MODEL_NAME, missing_local_model_hint, resolve_model_name
 
-logger = logging.getLogger("posttrain")
+logger = logging.getLogger(__name__)
+# Loggers whose INFO messages a run shows on the main process: the library's and the recipe script's own.
+RUN_LOGGERS = ("posttrain", "__main__")
 
 
 def setup_logging(training_args) -> None:
@@ -32,7 +39,8 @@ def setup_logging(training_args) -> None:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     # Our own messages (resuming, data sizes, where things were saved) always show on the main process.
-    logger.setLevel(logging.INFO if training_args.should_log else level)
+    for name in RUN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if training_args.should_log else level)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
 
@@ -111,8 +119,6 @@ def run_identity(*arg_groups) -> dict[str, Any]:
 
 
 def _recorded_identity(folder: Path) -> dict | None:
-    import json
-
     try:
         recorded = json.loads((folder / RUN_IDENTITY_FILE).read_text())
     except (OSError, ValueError):
@@ -121,8 +127,6 @@ def _recorded_identity(folder: Path) -> dict | None:
 
 
 def _checkpoint_step(checkpoint: str) -> int | None:
-    import json
-
     try:
         return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -197,7 +201,7 @@ def prepare_model_args(model_args, training_args) -> str:
     quantization = get_quantization_config(model_args)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-        if not training_args.use_cpu and _cuda_available():
+        if not training_args.use_cpu and cuda_available():
             from accelerate import PartialState
 
             kwargs["device_map"] = {"": PartialState().local_process_index}
@@ -207,8 +211,8 @@ def prepare_model_args(model_args, training_args) -> str:
     return path
 
 
-def _cuda_available() -> bool:
-    import torch
+def cuda_available() -> bool:
+    import torch  # lazy: a CLI's --help should not wait for torch
 
     return torch.cuda.is_available()
 
@@ -241,8 +245,6 @@ def last_checkpoint(training_args) -> str | None:
 def _complete_state(checkpoint: Path) -> bool:
     """True when the checkpoint's trainer_state.json exists and parses (transformers writes it in place, so a
     kill during that write leaves a truncated file that would crash every later resume)."""
-    import json
-
     try:
         json.loads((checkpoint / "trainer_state.json").read_text())
     except (OSError, ValueError):
@@ -264,7 +266,7 @@ def _jsonable(obj) -> dict:
 
 def save_and_summarize(
     trainer, *, started: float, train_result, args: dict[str, Any], extra: dict | None = None
-):
+) -> None:
     """Save model + tokenizer (with its chat template) and a `run_summary.json` next to them."""
     output_dir = trainer.args.output_dir
     # The saved generation config must stop where the chat template ends an assistant turn.
@@ -291,6 +293,52 @@ def save_and_summarize(
         logger.info("Saved model, tokenizer and run_summary.json to %s", output_dir)
 
 
+@dataclass
+class Trained:
+    """What `train` returns: TRL's TrainOutput and the held-out metrics before and after training."""
+
+    train_result: Any
+    before: dict | None = None
+    after: dict | None = None
+
+
+def train(
+    trainer,
+    resume: str | None,
+    evaluate: Callable[[Any], dict] | None = None,
+    *,
+    evaluate_before: bool = True,
+) -> Trained:
+    """Train (resuming from `resume`), log the train metrics and save the trainer state.
+
+    With `evaluate`, the held-out metrics are measured after training and, unless the run resumes (its start is
+    gone) or `evaluate_before` is False, before it too.
+    """
+    before = evaluate(trainer) if evaluate is not None and evaluate_before and resume is None else None
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_state()
+    after = evaluate(trainer) if evaluate is not None else None
+    return Trained(train_result, before, after)
+
+
+def finish_run(
+    trainer,
+    *,
+    started: float,
+    train_result,
+    args: dict[str, Any],
+    extra: dict | None = None,
+    report: str | None = None,
+) -> None:
+    """The ending every recipe shares: model, tokenizer and run_summary.json saved (`save_and_summarize`),
+    `report` printed once (main process), and the trainer ended (closes its trackers)."""
+    save_and_summarize(trainer, started=started, train_result=train_result, args=args, extra=extra)
+    if report is not None and trainer.accelerator.is_main_process:
+        print(report, flush=True)
+    trainer.end()
+
+
 def bf16_default() -> bool:
     """bf16 mixed precision where it pays: a bf16-capable GPU, or a CPU with native bf16 matrix instructions
     (AVX512-BF16 / AMX; measured ~1.9x faster SFT steps than float32 on a 2-core AVX512-BF16 machine).
@@ -312,8 +360,6 @@ def parse_recipe_args(parser, argv: list[str] | None = None):
     the command line sets them, we use bf16 exactly when the GPU supports it, and `use_cpu` when there is no GPU
     (DeepSpeed on CPU otherwise miscounts the world size when checking the batch size).
     """
-    import yaml
-
     argv = list(sys.argv[1:] if argv is None else argv)
     config: dict = {}
     if "--config" in argv:
@@ -333,6 +379,6 @@ def parse_recipe_args(parser, argv: list[str] | None = None):
 
     if unset("bf16"):
         argv += ["--bf16", str(bf16_default())]
-    if unset("use_cpu") and not _cuda_available():
+    if unset("use_cpu") and not cuda_available():
         argv += ["--use_cpu", "true"]
     return parser.parse_args_and_config(argv)

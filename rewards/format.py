@@ -29,7 +29,7 @@ def check_batch(reward: str, **batches: Any) -> None:
             )
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
     """Message content as text: plain strings, or multimodal-style lists of ``{"type": "text", "text": ...}``."""
     if isinstance(content, str):
         return content
@@ -55,14 +55,14 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, str):
         return completion
     if isinstance(completion, dict):
-        return _content_text(completion.get("content"))
+        return content_text(completion.get("content"))
     if isinstance(completion, (list, tuple)):
         texts = []
         for message in completion:
             if isinstance(message, str):
                 texts.append(message)
             elif isinstance(message, dict) and message.get("role", "assistant") == "assistant":
-                texts.append(_content_text(message.get("content")))
+                texts.append(content_text(message.get("content")))
         return "\n".join(texts)
     return ""
 
@@ -90,7 +90,7 @@ def _seeded_prefix(prompt: Any) -> str:
     """``"<think>"`` when the prompt already opened the think block (TinyZero "base" template ends with it)."""
     if isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[-1], dict):
         # continue_final_message style: a trailing assistant turn that the completion continues
-        prompt = _content_text(prompt[-1].get("content")) if prompt[-1].get("role") == "assistant" else ""
+        prompt = content_text(prompt[-1].get("content")) if prompt[-1].get("role") == "assistant" else ""
     if isinstance(prompt, str) and prompt[-256:].rstrip().endswith(THINK_OPEN):
         return THINK_OPEN
     return ""

@@ -59,7 +59,7 @@ from rewards.api_retry import (
     call_with_retries,
     openai_client,
 )
-from rewards.format import _content_text, check_batch, completion_text
+from rewards.format import check_batch, completion_text, content_text
 
 logger = logging.getLogger("rewards.judge")
 
@@ -201,7 +201,7 @@ def prompt_text(prompt: Any) -> str:
         lines = []
         for message in prompt:
             if isinstance(message, dict):
-                lines.append(f"[{message.get('role', 'user')}]\n{_content_text(message.get('content'))}")
+                lines.append(f"[{message.get('role', 'user')}]\n{content_text(message.get('content'))}")
             elif isinstance(message, str):
                 lines.append(message)
         return "\n\n".join(lines)

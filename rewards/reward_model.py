@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rewards.format import _content_text, check_batch, completion_text
+from rewards.format import check_batch, completion_text, content_text
 
 logger = logging.getLogger("rewards.reward_model")
 
@@ -150,7 +150,7 @@ def render(prompt: Any, completion: Any, tokenizer: Any) -> str:
         messages = list(prompt) + [{"role": "assistant", "content": completion_text(completion)}]
     if has_template:
         return tokenizer.apply_chat_template(messages, tokenize=False)
-    return "\n".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
+    return "\n".join(content_text(m.get("content")) for m in messages if isinstance(m, dict))
 
 
 TRUNCATION_SIDES = ("left", "right")  # left keeps the end of the conversation, where the score is read

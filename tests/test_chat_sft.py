@@ -349,16 +349,16 @@ def test_chat_data_source_is_resolved_once_and_a_full_run_never_falls_back(monke
 def test_chat_sft_tokenizer_gets_the_model_revision(tiny_model_dir: Path, monkeypatch):
     from datasets import Dataset, DatasetDict
 
-    import posttrain.models
+    import posttrain.chat_sft
 
     revisions = []
-    original = posttrain.models.load_tokenizer
+    original = posttrain.chat_sft.load_tokenizer
 
     def recording(name, revision=None, **kwargs):
         revisions.append(revision)
         return original(name, **kwargs)
 
-    monkeypatch.setattr(posttrain.models, "load_tokenizer", recording)
+    monkeypatch.setattr(posttrain.chat_sft, "load_tokenizer", recording)
     args = SimpleNamespace(
         assistant_only_loss=True,
         chat_template_path=None,

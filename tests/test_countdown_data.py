@@ -19,10 +19,8 @@ from posttrain.countdown import (
     BASE_TEMPLATE,
     PROMPT_TEMPLATES,
     CountdownTask,
-    build_countdown_splits,
     build_sft_records,
     canonical_key,
-    generate_splits,
     generate_tasks,
     make_prompt,
     make_warmstart_completion,
@@ -270,12 +268,6 @@ def test_split_tasks_is_disjoint_by_key_and_keeps_duplicates_together():
         split_tasks(base, test_size=1.5, seed=0)
 
 
-def test_generate_splits_sizes_and_disjointness():
-    train, test = generate_splits(120, 30, seed=4, num_numbers=(3, 4))
-    assert len(train) == 120 and len(test) == 30
-    assert not {t.key for t in train} & {t.key for t in test}
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Prompt templates
 # --------------------------------------------------------------------------------------------------------------
@@ -419,25 +411,6 @@ def test_build_sft_records_formats():
     assert build_sft_records(tasks, seed=1, max_failed_tries=1) == chat
 
 
-def test_build_countdown_splits_dataset_dict():
-    from datasets import DatasetDict
-
-    dd = build_countdown_splits(n_train=40, n_test=10, seed=0, max_failed_tries=2, failed_trace_share=0.5)
-    assert isinstance(dd, DatasetDict) and set(dd) == {"train", "test"}
-    assert len(dd["train"]) == 40 and len(dd["test"]) == 10
-    for split in ("train", "test"):
-        assert set(dd[split].column_names) == {"prompt", "completion", "target", "nums"}
-    keys = {split: {canonical_key(r["target"], r["nums"]) for r in dd[split]} for split in dd}
-    assert not keys["train"] & keys["test"]
-    for row in dd["test"]:  # test completions are reference solutions
-        task = CountdownTask(row["target"], tuple(row["nums"]), "")
-        assert check_trace(row["completion"][0]["content"], task, "chat", max_failed_tries=2)
-    base = build_countdown_splits(n_train=4, n_test=2, template="base")
-    assert isinstance(base["train"][0]["prompt"], str) and isinstance(base["test"][0]["completion"], str)
-    with pytest.raises(ValueError, match="valid names"):
-        build_countdown_splits(n_train=4, n_test=2, template="zero")
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Row validation and hub loaders (hub replaced by an in-memory fake: nothing is downloaded)
 # --------------------------------------------------------------------------------------------------------------
@@ -484,7 +457,10 @@ def test_hub_loaders_with_fake_hub(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     train, test = cd.load_hub_countdown_tasks(test_size=5, seed=0)
     assert calls[-1] == (cd.COUNTDOWN_HUB_ID, "train", cd.COUNTDOWN_HUB_REVISION)
-    assert cd.COUNTDOWN_HUB == ("Jiayi-Pan/Countdown-Tasks-3to4", "408f70d177020686d34a56bba5952feb45aaaee4")
+    assert (cd.COUNTDOWN_HUB_ID, cd.COUNTDOWN_HUB_REVISION) == (
+        "Jiayi-Pan/Countdown-Tasks-3to4",
+        "408f70d177020686d34a56bba5952feb45aaaee4",
+    )
     assert len(train) + len(test) == 31 and len(test) == 5  # the permuted duplicate is dropped
     assert not {t.key for t in train} & {t.key for t in test}
     assert all(t.solution and evaluate(t.solution)[0] == t.target for t in train + test)

@@ -1,4 +1,4 @@
-"""Tests for eval.sampling and eval.countdown on a tiny random Llama (fast) and the embedded model (slow)."""
+"""Tests for posttrain.sampling and eval.countdown on a tiny random Llama (fast) and the embedded model (slow)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import eval.countdown as ec
-from eval.sampling import SamplingParams, _decode, _eos_ids, generate, is_conversational_prompts
 from posttrain.countdown import CountdownTask
 from posttrain.models import load_tokenizer
+from posttrain.sampling import SamplingParams, _decode, _eos_ids, generate, is_conversational_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {
@@ -58,7 +58,7 @@ GREEDY = SamplingParams(max_new_tokens=6, temperature=0.0)
 
 
 # ------------------------------------------------------------------------------------------------------------
-# eval.sampling
+# posttrain.sampling
 # ------------------------------------------------------------------------------------------------------------
 
 

@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from posttrain.preference_data import PROVENANCE_FILE, load_pairs_folder, ultrafeedback_to_preference
 from posttrain.preferences import (
-    PROVENANCE_FILE,
     countdown_pairs,
-    load_pairs_folder,
     main,
     pairs_from_samples,
     save_pairs,
     select_pair,
     split_pairs,
     truncated_flags,
-    ultrafeedback_to_preference,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -291,14 +289,14 @@ def test_pair_builder_never_chooses_a_truncated_sample(tiny_model_dir, tmp_path)
 def test_pair_builder_samples_with_hf_generate(tiny_model_dir):
     """The real sampler (HF generate, temperature > 0, k = 2) on the tiny model: 8 samples for 4 prompts, and the
     random model's endless samples are all found to be cut off at max_new_tokens."""
-    from eval.sampling import SamplingParams
+    from posttrain.sampling import SamplingParams
 
     tasks = _tasks(4)
     params = SamplingParams(max_new_tokens=8, temperature=1.0, n=2, seed=0)
     seen = []
 
     def real_generate(model, prompts, params, **kwargs):
-        from eval.sampling import generate
+        from posttrain.sampling import generate
 
         samples = generate(model, prompts, params, progress=False, **kwargs)
         seen.append((kwargs, samples))
@@ -317,7 +315,7 @@ def test_pair_builder_samples_with_hf_generate(tiny_model_dir):
 
 
 def test_pair_builder_names_the_make_target_for_a_missing_model(tmp_path, monkeypatch):
-    import posttrain.data
+    import posttrain.preferences
 
     def no_tasks(*args, **kwargs):
         raise AssertionError("tasks must not be built for a missing model")
@@ -325,7 +323,7 @@ def test_pair_builder_names_the_make_target_for_a_missing_model(tmp_path, monkey
     def no_sampling(*args, **kwargs):
         raise AssertionError("a missing model must not be sampled")
 
-    monkeypatch.setattr(posttrain.data, "train_tasks", no_tasks)
+    monkeypatch.setattr(posttrain.preferences, "train_tasks", no_tasks)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="runs/sft-smoltalk/model does not exist.*`make sft-smoltalk`"):
         main(_argv("runs/sft-smoltalk/model", tmp_path / "a"), sampler=no_sampling)
@@ -397,7 +395,7 @@ def test_dpo_trains_on_a_pairs_folder(tiny_model_dir, tmp_path):
     assert summary["provenance"]["counts"]["pairs"] == 6
     assert summary["args"]["countdown"]["prompt_template"] == "compact"  # eval.countdown reads this
 
-    from eval.countdown import trained_template
+    from posttrain.models import trained_template
 
     assert trained_template(str(out)) == "compact"
 
@@ -423,7 +421,7 @@ def test_ultrafeedback_source_is_resolved_once_and_a_full_run_never_falls_back(m
     from datasets import Dataset
 
     from posttrain import chat_data
-    from posttrain.preferences import load_preference_dataset
+    from posttrain.preference_data import load_preference_dataset
 
     monkeypatch.setattr(chat_data, "hub_reachable", lambda timeout_s=3.0: False)
     data, info = load_preference_dataset(_pref_args())  # a row limit: the logged fallback

@@ -22,8 +22,8 @@ from eval.reward_client import (
     RewardParseError,
     parse_reward,
 )
-from eval.sampling import SamplingParams
 from eval.winrate import evaluate_winrate, main
+from posttrain.sampling import SamplingParams
 
 SECRET = "sk-live-7c1d2e3f4a5b-DO-NOT-LEAK"
 MSGS = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]

@@ -19,8 +19,8 @@ from eval.reward_server import (
     RewardScorer,
     RewardServer,
     build_tiny_reward_model,
-    model_fingerprint,
 )
+from posttrain.models import model_fingerprint
 from rewards.reward_model import check_reward_model_dir
 
 CONV = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."}]

@@ -212,7 +212,7 @@ def test_ultrafeedback_prompts_are_conversational():
 
 
 def test_batch_not_divisible_by_num_generations_names_fields_and_fix():
-    from posttrain.rl import RLConfigError
+    from posttrain.rl_checks import RLConfigError
 
     with pytest.raises(RLConfigError) as err:
         parse("grpo", "--per_device_train_batch_size", "6", "--num_generations", "4")
@@ -224,7 +224,7 @@ def test_batch_not_divisible_by_num_generations_names_fields_and_fix():
 def test_batch_check_counts_processes_and_accumulation():
     from types import SimpleNamespace
 
-    from posttrain.rl import batch_problems
+    from posttrain.rl_checks import batch_problems
 
     def config(**kw):
         base = dict(
@@ -256,7 +256,7 @@ def test_batch_check_counts_processes_and_accumulation():
     ],
 )
 def test_other_batch_mistakes(extra, expected):
-    from posttrain.rl import RLConfigError
+    from posttrain.rl_checks import RLConfigError
 
     with pytest.raises(RLConfigError, match=expected):
         parse("grpo", *extra)
@@ -273,7 +273,7 @@ def _run_until_trainer(recipe, parsed) -> None:
 
 
 def test_precheck_reward_weights_mismatch(tiny_model_dir: Path, tmp_path: Path):
-    from posttrain.rl import RLConfigError
+    from posttrain.rl_checks import RLConfigError
 
     recipe, parsed = parse(
         "grpo",
@@ -289,7 +289,7 @@ def test_precheck_reward_weights_mismatch(tiny_model_dir: Path, tmp_path: Path):
 
 
 def test_precheck_missing_start_model_says_what_to_run(tmp_path: Path):
-    from posttrain.rl import RLConfigError
+    from posttrain.rl_checks import RLConfigError
 
     recipe, parsed = parse(
         "rloo", "--model_name_or_path", "runs/no-such-run/model", "--output_dir", str(tmp_path)
@@ -299,7 +299,7 @@ def test_precheck_missing_start_model_says_what_to_run(tmp_path: Path):
 
 
 def test_precheck_missing_reward_model_says_what_to_run(tiny_model_dir: Path, tmp_path: Path):
-    from posttrain.rl import RLConfigError
+    from posttrain.rl_checks import RLConfigError
 
     recipe, parsed = parse(
         "grpo",
@@ -320,7 +320,7 @@ def test_precheck_vllm_colocate_without_vllm_or_gpu(tiny_model_dir: Path, tmp_pa
 
     import torch
 
-    from posttrain.rl import RLConfigError
+    from posttrain.rl_checks import RLConfigError
 
     if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
         pytest.skip("vLLM and a GPU are present")
@@ -340,7 +340,7 @@ def test_precheck_vllm_colocate_without_vllm_or_gpu(tiny_model_dir: Path, tmp_pa
 def test_precheck_vllm_server_unreachable(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
     import socket
 
-    from posttrain.rl import RLConfigError
+    from posttrain.rl_checks import RLConfigError
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -364,7 +364,7 @@ def test_precheck_vllm_server_unreachable(tiny_model_dir: Path, tmp_path: Path, 
 
 
 def test_precheck_completion_longer_than_context(tiny_model_dir: Path, tmp_path: Path):
-    from posttrain.rl import RLConfigError
+    from posttrain.rl_checks import RLConfigError
 
     recipe, parsed = parse(
         "grpo",
@@ -392,7 +392,7 @@ def _free_port() -> int:
 
 
 def test_precheck_countdown_rewards_on_ultrafeedback(tiny_model_dir: Path, tmp_path: Path):
-    from posttrain.rl import RLConfigError
+    from posttrain.rl_checks import RLConfigError
 
     recipe, parsed = parse(
         "grpo",
@@ -405,7 +405,7 @@ def test_precheck_countdown_rewards_on_ultrafeedback(tiny_model_dir: Path, tmp_p
 
 
 def test_precheck_unreachable_judge(tiny_model_dir: Path, tmp_path: Path):
-    from posttrain.rl import RLConfigError
+    from posttrain.rl_checks import RLConfigError
 
     port = _free_port()
     recipe, parsed = parse(
@@ -453,7 +453,7 @@ def models_server():
 def test_judge_precheck_accepts_any_answer(models_server, status: int, monkeypatch, caplog):
     import logging
 
-    from posttrain.rl import judge_problems
+    from posttrain.rl_checks import judge_problems
     from rewards.config import RewardArguments
 
     monkeypatch.setenv("POSTTRAIN_TEST_JUDGE_KEY", "sk-test-never-sent-by-the-precheck")
@@ -473,7 +473,7 @@ def test_judge_precheck_accepts_any_answer(models_server, status: int, monkeypat
 
 
 def test_judge_precheck_hides_url_credentials():
-    from posttrain.rl import judge_problems
+    from posttrain.rl_checks import judge_problems
     from rewards.config import RewardArguments
 
     port = _free_port()
@@ -487,7 +487,7 @@ def test_judge_precheck_hides_url_credentials():
 def test_precheck_judge_groups_split_across_processes():
     from types import SimpleNamespace
 
-    from posttrain.rl import judge_group_problems
+    from posttrain.rl_checks import judge_group_problems
 
     def config(per_device: int, steps: int, k: int = 4):
         return SimpleNamespace(
@@ -507,7 +507,7 @@ def test_precheck_judge_groups_split_across_processes():
 
 
 def test_precheck_think_rewards_for_a_direct_answer_model(tmp_path: Path):
-    from posttrain.rl import RLConfigError, think_format_problems
+    from posttrain.rl_checks import RLConfigError, think_format_problems
 
     model = tmp_path / "sft-direct"
     model.mkdir()
@@ -538,7 +538,7 @@ def test_precheck_think_rewards_for_a_direct_answer_model(tmp_path: Path):
 def test_reward_curve_from_log_history(tmp_path: Path):
     from types import SimpleNamespace
 
-    from posttrain.rl import RewardCurveCallback, curve_summary
+    from posttrain.curves import RewardCurveCallback, curve_summary
 
     history = [
         {"step": 1, "reward": 0.2, "reward_std": 0.1, "rewards/countdown_reward/mean": 0.1, "loss": 0.0},
@@ -565,7 +565,7 @@ def test_reward_curve_from_log_history(tmp_path: Path):
 
 
 def test_moving_average_and_a_long_curve(tmp_path: Path):
-    from posttrain.rl import moving_average, plot_reward_curve
+    from posttrain.curves import moving_average, plot_reward_curve
 
     assert moving_average([1.0, 2.0, 3.0, 4.0], 2) == [1.5, 2.5, 3.5]
     assert moving_average([1.0, float("nan"), 3.0], 3) == [2.0]  # NaNs are skipped, not propagated
@@ -575,7 +575,7 @@ def test_moving_average_and_a_long_curve(tmp_path: Path):
 
 
 def test_reuse_eval_only_for_matching_settings(tmp_path: Path):
-    from posttrain.rl import reuse_eval
+    from eval.reuse import reuse_eval
 
     model = tmp_path / "model"
     model.mkdir()

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eval.sampling import SamplingParams
 from eval.submit import (
     SubmissionError,
     UploadError,
@@ -23,6 +22,7 @@ from eval.submit import (
     upload_submission,
     validate_submission,
 )
+from posttrain.sampling import SamplingParams
 
 
 @pytest.fixture(scope="module")

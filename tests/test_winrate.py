@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from eval.reward_client import RewardClient, RewardEndpointError, ScoreCache, cache_key
-from eval.sampling import SamplingParams
 from eval.winrate import (
     RewardParseError,
     evaluate_winrate,
@@ -27,6 +26,7 @@ from eval.winrate import (
     truncate_pair,
     wilson_interval,
 )
+from posttrain.sampling import SamplingParams
 
 
 def completion(content=None, logprobs=None, **extra):
@@ -774,7 +774,7 @@ def test_vllm_engine_is_freed_after_each_call(monkeypatch):
     import types
     import weakref
 
-    import eval.sampling as sampling
+    import posttrain.sampling as sampling
 
     events: list[str] = []
     engines: list[weakref.ref] = []

@@ -20,13 +20,15 @@ command resumes from the newest checkpoint in `output_dir`.
 
 from __future__ import annotations
 
+import logging
 import time
+from functools import partial
 
 from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from posttrain.configs import ScriptArguments
 from posttrain.models import load_tokenizer
-from posttrain.preferences import (
+from posttrain.preference_data import (
     DPO_EVAL_KEYS,
     PreferenceArguments,
     evaluate_pairs,
@@ -34,14 +36,16 @@ from posttrain.preferences import (
     load_preference_dataset,
 )
 from posttrain.runtime import (
-    logger,
+    finish_run,
     parse_recipe_args,
     prepare_model_args,
     resume_checkpoint,
     run_identity,
-    save_and_summarize,
     setup_logging,
+    train,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def main(
@@ -65,24 +69,23 @@ def main(
         processing_class=load_tokenizer(model_path, revision=model_args.model_revision),
         peft_config=get_peft_config(model_args),
     )
-    has_eval = trainer.eval_dataset is not None
-    before = None
-    if has_eval and pref_args.preference_eval_before and resume is None:
-        before = evaluate_pairs(trainer, DPO_EVAL_KEYS, policy_accuracy=True)
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_state()
-    after = evaluate_pairs(trainer, DPO_EVAL_KEYS, policy_accuracy=True) if has_eval else None
+    evaluate = partial(evaluate_pairs, keys=DPO_EVAL_KEYS, policy_accuracy=True)
+    trained = train(
+        trainer,
+        resume,
+        evaluate if trainer.eval_dataset is not None else None,
+        evaluate_before=pref_args.preference_eval_before,
+    )
 
     provenance = data_info.get("provenance") or {}
     args = {"script": script_args, "preference": pref_args, "training": training_args, "model": model_args}
     template = (provenance.get("request") or {}).get("template")
     if template:  # lets `python -m eval.countdown` pick the prompt template the pairs were sampled with
         args["countdown"] = {"prompt_template": template}
-    save_and_summarize(
+    finish_run(
         trainer,
         started=started,
-        train_result=train_result,
+        train_result=trained.train_result,
         args=args,
         extra={
             "recipe": "dpo",
@@ -94,12 +97,10 @@ def main(
             "n_train": len(data["train"]),
             "n_test": len(data["test"]) if "test" in data else 0,
             **data_info,
-            "heldout_pairs": {"before": before, "after": after},
+            "heldout_pairs": {"before": trained.before, "after": trained.after},
         },
+        report=None if trained.after is None else format_before_after(trained.before, trained.after),
     )
-    if after is not None and trainer.accelerator.is_main_process:
-        print(format_before_after(before, after), flush=True)
-    trainer.end()
     return trainer
 
 

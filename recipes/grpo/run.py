@@ -7,7 +7,7 @@
 
 Each step samples `num_generations` completions for each of (generation batch / num_generations) prompts,
 scores them with `reward_funcs` (weighted by `reward_weights`) and normalises the rewards within each prompt's
-group. The configuration is checked before any model loads (`posttrain.rl`); the reward curve is written to
+group. The configuration is checked before any model loads (`posttrain.rl_checks`); the reward curve is written to
 `output_dir/reward_curve.{png,jsonl}`. Re-running the same command resumes from the newest checkpoint.
 """
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 from trl import GRPOTrainer, ModelConfig, TrlParser
 
 from posttrain.configs import CountdownArguments, ScriptArguments
-from posttrain.rl import GRPORecipeConfig, parse_rl_args, run_rl
+from posttrain.rl import parse_rl_args, run_rl
+from posttrain.rl_checks import GRPORecipeConfig
 from rewards.config import RewardArguments
 
 

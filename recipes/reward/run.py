@@ -16,13 +16,15 @@ recipes load as a reward function. Re-running the same command resumes from the 
 
 from __future__ import annotations
 
+import logging
 import time
+from functools import partial
 
 from trl import ModelConfig, RewardConfig, RewardTrainer, TrlParser, get_peft_config
 
 from posttrain.configs import ScriptArguments
 from posttrain.models import load_tokenizer
-from posttrain.preferences import (
+from posttrain.preference_data import (
     REWARD_EVAL_KEYS,
     PreferenceArguments,
     evaluate_pairs,
@@ -30,14 +32,16 @@ from posttrain.preferences import (
     load_preference_dataset,
 )
 from posttrain.runtime import (
-    logger,
+    finish_run,
     parse_recipe_args,
     prepare_model_args,
     resume_checkpoint,
     run_identity,
-    save_and_summarize,
     setup_logging,
+    train,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def main(
@@ -73,34 +77,30 @@ def main(
         processing_class=load_tokenizer(model_path, revision=model_args.model_revision),
         peft_config=get_peft_config(model_args),
     )
-    has_eval = trainer.eval_dataset is not None
-    before = None
-    if has_eval and pref_args.preference_eval_before and resume is None:
-        before = evaluate_pairs(trainer, REWARD_EVAL_KEYS)
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_state()
-    after = evaluate_pairs(trainer, REWARD_EVAL_KEYS) if has_eval else None
+    trained = train(
+        trainer,
+        resume,
+        partial(evaluate_pairs, keys=REWARD_EVAL_KEYS) if trainer.eval_dataset is not None else None,
+        evaluate_before=pref_args.preference_eval_before,
+    )
 
     if model_args.use_peft and trainer.accelerator.is_main_process:
         # A reward server and the RL recipes need a plain sequence-classification folder: merge the adapters.
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    save_and_summarize(
+    finish_run(
         trainer,
         started=started,
-        train_result=train_result,
+        train_result=trained.train_result,
         args={"script": script_args, "preference": pref_args, "training": training_args, "model": model_args},
         extra={
             "recipe": "reward",
             "n_train": len(data["train"]),
             "n_test": len(data["test"]) if "test" in data else 0,
             **data_info,
-            "heldout_pairs": {"before": before, "after": after},
+            "heldout_pairs": {"before": trained.before, "after": trained.after},
         },
+        report=None if trained.after is None else format_before_after(trained.before, trained.after),
     )
-    if after is not None and trainer.accelerator.is_main_process:
-        print(format_before_after(before, after), flush=True)
-    trainer.end()
     return trainer
 
 

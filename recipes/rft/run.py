@@ -47,8 +47,8 @@ def main(
     training_args: SFTConfig,
     model_args: ModelConfig,
 ) -> dict:
-    from eval.sampling import SamplingParams, generate
     from posttrain.models import load_causal_lm, load_tokenizer
+    from posttrain.sampling import SamplingParams, generate
 
     started = time.time()
     setup_logging(training_args)

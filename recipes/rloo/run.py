@@ -9,7 +9,7 @@ Each step samples `num_generations` completions for each of (generation batch / 
 scores them with `reward_funcs` (weighted by `reward_weights`) and uses REINFORCE with a leave-one-out
 baseline: each completion's advantage is its reward minus the mean reward of the other completions of the same
 prompt (`beta` > 0 puts a KL penalty to the start model into the reward). The configuration is checked before
-any model loads (`posttrain.rl`); the reward curve is written to `output_dir/reward_curve.{png,jsonl}`.
+any model loads (`posttrain.rl_checks`); the reward curve is written to `output_dir/reward_curve.{png,jsonl}`.
 Re-running the same command resumes from the newest checkpoint.
 """
 
@@ -18,7 +18,8 @@ from __future__ import annotations
 from trl import ModelConfig, RLOOTrainer, TrlParser
 
 from posttrain.configs import CountdownArguments, ScriptArguments
-from posttrain.rl import RLOORecipeConfig, parse_rl_args, run_rl
+from posttrain.rl import parse_rl_args, run_rl
+from posttrain.rl_checks import RLOORecipeConfig
 from rewards.config import RewardArguments
 
 

@@ -14,6 +14,7 @@ resumes from the newest checkpoint in `output_dir`.
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import nullcontext
 
@@ -23,14 +24,16 @@ from posttrain.chat_sft import eval_metrics, format_report, is_chat_dataset, pre
 from posttrain.configs import CountdownArguments, ScriptArguments
 from posttrain.data import load_sft_dataset
 from posttrain.runtime import (
-    logger,
+    finish_run,
     parse_recipe_args,
     prepare_model_args,
     resume_checkpoint,
     run_identity,
-    save_and_summarize,
     setup_logging,
+    train,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def main(
@@ -65,17 +68,13 @@ def main(
             processing_class=chat.tokenizer if chat is not None else None,
             peft_config=get_peft_config(model_args),
         )
-    before = (
-        eval_metrics(trainer) if chat is not None and eval_dataset is not None and resume is None else None
-    )
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_state()
-    after = eval_metrics(trainer) if chat is not None and eval_dataset is not None else None
-    save_and_summarize(
+    # Chat data: the held-out loss before and after training.
+    trained = train(trainer, resume, eval_metrics if chat is not None and eval_dataset is not None else None)
+    train_loss = trained.train_result.metrics.get("train_loss")
+    finish_run(
         trainer,
         started=started,
-        train_result=train_result,
+        train_result=trained.train_result,
         args={
             "script": script_args,
             "countdown": countdown_args,
@@ -85,12 +84,14 @@ def main(
         extra={
             "recipe": "sft",
             "n_train": len(dataset[script_args.dataset_train_split]),
-            **({} if chat is None else {**chat.info, "heldout": {"before": before, "after": after}}),
+            **(
+                {}
+                if chat is None
+                else {**chat.info, "heldout": {"before": trained.before, "after": trained.after}}
+            ),
         },
+        report=None if chat is None else format_report(train_loss, trained.before, trained.after),
     )
-    if chat is not None and trainer.accelerator.is_main_process:
-        print(format_report(train_result.metrics.get("train_loss"), before, after), flush=True)
-    trainer.end()
 
 
 def make_parser() -> TrlParser:

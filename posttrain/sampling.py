@@ -1,4 +1,4 @@
-"""Sampling shared by every evaluation: one `generate` for HF transformers and vLLM.
+"""Sampling shared by evaluation and on-policy data: one `generate` for HF transformers and vLLM.
 
 Prompts are either raw strings (tokenised as-is, with only the tokenizer's default special tokens) or
 conversational message lists (rendered with the tokenizer's chat template and ``add_generation_prompt=True``;
@@ -30,6 +30,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from posttrain.models import load_causal_lm, load_tokenizer, resolve_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +191,6 @@ def load_hf_model(
     model: Any, tokenizer: Any = None, *, revision: str | None = None, dtype: str = "auto"
 ) -> tuple[Any, Any]:
     """(model, tokenizer): load by name/path (onto CUDA if available) or find a loaded model's tokenizer."""
-    from posttrain.models import load_causal_lm, load_tokenizer
-
     if isinstance(model, str):
         import torch
 
@@ -340,7 +340,6 @@ def _generate_vllm(
         import vllm
     except ImportError as exc:
         raise ImportError("backend='vllm' needs the `vllm` package (GPU only): pip install vllm") from exc
-    from posttrain.models import resolve_model_name
 
     sampling = vllm.SamplingParams(
         n=params.n,
