@@ -38,7 +38,7 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown bench clean-runs serve-reward eval-winrate leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
+.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown bench clean-runs serve-reward eval-winrate leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
@@ -49,6 +49,7 @@ help:
 	@echo "make dpo-ultrafeedback DPO on UltraFeedback from runs/sft-smoltalk/model (DPO_MODEL=embedded: no SFT)"
 	@echo "make rm-ultrafeedback  Bradley-Terry reward model on UltraFeedback -> runs/rm-ultrafeedback/model"
 	@echo "make dpo-countdown     on-policy pairs from runs/sft-countdown/model -> DPO -> held-out accuracy"
+	@echo "make rft-countdown     rejection-sampling fine-tuning rounds from runs/sft-countdown/model (the RL baseline)"
 	@echo "make grpo-countdown    eval -> GRPO from runs/sft-countdown/model -> eval (rloo-countdown: RLOO)"
 	@echo "make rloo-ultrafeedback RLOO from runs/sft-smoltalk/model, reward runs/rm-ultrafeedback/model (grpo-...)"
 	@echo "make serve-reward     OpenAI-compatible reward endpoint for a reward model (RM=folder)"
@@ -171,9 +172,11 @@ DPO_COUNTDOWN_DIR := $(RUNS)/dpo-countdown
 DPO_COUNTDOWN_MODEL ?= $(SFT_COUNTDOWN_DIR)/model
 # On-policy pairs: PAIRS_PROMPTS training prompts x PAIRS_K samples at PAIRS_TEMPERATURE; the offset skips the
 # tasks the default SFT run trained on (countdown_train_size 2560), so DPO sees new prompts.
-PAIRS_PROMPTS ?= 256
+PAIRS_PROMPTS ?= 512
 PAIRS_K ?= 8
 PAIRS_TEMPERATURE ?= 1.0
+# greedy: the greedy answer against the most frequent sample that disagrees (best_worst: best vs worst sample)
+PAIRS_PAIRING ?= greedy
 PAIRS_TASK_OFFSET ?= 2560
 PAIRS_ARGS ?=
 
@@ -191,21 +194,39 @@ rm-ultrafeedback: setup
 	$(LAUNCH) recipes/reward/run.py --config recipes/reward/ultrafeedback.yaml --model_name_or_path $(RM_MODEL) \
 		--output_dir $(RUNS)/rm-ultrafeedback/model $(ARGS)
 
+# Post-SFT stages (DPO, GRPO, RLOO, RFT) are judged against their start on POST_EVAL_TASKS held-out tasks with a
+# paired test (eval.paired: the difference, its 95% interval, McNemar's p). The start's evaluation is reused from
+# any earlier stage that measured the same weights with the same settings.
+POST_EVAL_TASKS ?= 500
+POST_EVAL := $(PY) -m eval.countdown --n_tasks $(POST_EVAL_TASKS) --seed $(EVAL_SEED) --template $(TEMPLATE) \
+	--max_new_tokens $(MAX_NEW_TOKENS)
+START_EVALS := $(SFT_COUNTDOWN_DIR)/eval-start $(RUNS)/grpo-countdown/eval-before $(RUNS)/rloo-countdown/eval-before \
+	$(RUNS)/dpo-countdown/eval-sft $(RUNS)/rft-countdown/eval-before
+
+# $(1) the start model, $(2) where its evaluation goes
+define start_eval
+	$(if $(EVAL_ARGS),false,$(PY) -m eval.reuse $(START_EVALS) --output_dir $(2) --model $(1) --template $(TEMPLATE) \
+		--n_tasks $(POST_EVAL_TASKS) --seed $(EVAL_SEED) --max_new_tokens $(MAX_NEW_TOKENS)) \
+		|| $(POST_EVAL) --model $(1) --output_dir $(2) $(EVAL_ARGS)
+endef
+
+# $(1) start evaluation, $(2) trained evaluation, $(3) run folder: the table and the paired difference
+define paired
+	$(PY) -m eval.compare $(1) $(2) --markdown $(3)/results.md
+	$(PY) -m eval.paired $(1) $(2) --json $(3)/paired.json
+endef
+
 # Pairs from the SFT model (reused when model, sampling and tasks are unchanged) -> DPO -> held-out accuracy of
 # the SFT start and of the DPO result on the same tasks.
 dpo-countdown: setup $(if $(filter $(SFT_COUNTDOWN_DIR)/model,$(DPO_COUNTDOWN_MODEL)),$(SFT_COUNTDOWN_DIR)/model/run_summary.json)
 	$(PY) -m posttrain.preferences --model $(DPO_COUNTDOWN_MODEL) --output_dir $(DPO_COUNTDOWN_DIR)/pairs \
-		--template $(TEMPLATE) --n_prompts $(PAIRS_PROMPTS) --k $(PAIRS_K) --temperature $(PAIRS_TEMPERATURE) \
+		--template $(TEMPLATE) --n_prompts $(PAIRS_PROMPTS) --k $(PAIRS_K) --temperature $(PAIRS_TEMPERATURE) --pairing $(PAIRS_PAIRING) \
 		--max_new_tokens $(MAX_NEW_TOKENS) --data_seed $(EVAL_SEED) --task_offset $(PAIRS_TASK_OFFSET) $(PAIRS_ARGS)
 	$(LAUNCH) recipes/dpo/run.py --config recipes/dpo/countdown.yaml --model_name_or_path $(DPO_COUNTDOWN_MODEL) \
 		--dataset_name $(DPO_COUNTDOWN_DIR)/pairs --output_dir $(DPO_COUNTDOWN_DIR)/model $(ARGS)
-	$(if $(EVAL_ARGS),false,$(PY) -m eval.reuse $(SFT_COUNTDOWN_DIR)/eval-after \
-		--output_dir $(DPO_COUNTDOWN_DIR)/eval-sft --model $(DPO_COUNTDOWN_MODEL) --template $(TEMPLATE) \
-		--n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --max_new_tokens $(MAX_NEW_TOKENS)) \
-		|| $(EVAL) --model $(DPO_COUNTDOWN_MODEL) --output_dir $(DPO_COUNTDOWN_DIR)/eval-sft $(EVAL_ARGS)
-	$(EVAL) --model $(DPO_COUNTDOWN_DIR)/model --output_dir $(DPO_COUNTDOWN_DIR)/eval-dpo $(EVAL_ARGS)
-	$(PY) -m eval.compare $(DPO_COUNTDOWN_DIR)/eval-sft $(DPO_COUNTDOWN_DIR)/eval-dpo \
-		--markdown $(DPO_COUNTDOWN_DIR)/results.md
+	$(call start_eval,$(DPO_COUNTDOWN_MODEL),$(DPO_COUNTDOWN_DIR)/eval-sft)
+	$(POST_EVAL) --model $(DPO_COUNTDOWN_DIR)/model --output_dir $(DPO_COUNTDOWN_DIR)/eval-dpo $(EVAL_ARGS)
+	$(call paired,$(DPO_COUNTDOWN_DIR)/eval-sft,$(DPO_COUNTDOWN_DIR)/eval-dpo,$(DPO_COUNTDOWN_DIR))
 
 # Online RL (GRPO / RLOO). Countdown: held-out eval of the start model -> RL -> eval after -> table. The start
 # is the SFT model (`make sft-countdown`); its eval is reused from sft-countdown's eval-after when that measured
@@ -219,15 +240,11 @@ RL_UF_MODEL ?= $(RUNS)/sft-smoltalk/model
 define rl_countdown
 	@if [ ! -e "$(RL_MODEL)" ] && [[ "$(RL_MODEL)" == $(RUNS)/* ]]; then \
 		echo "$(RL_MODEL) does not exist: run 'make sft-countdown' first (or pass RL_MODEL=embedded)"; exit 1; fi
-	$(if $(EVAL_ARGS),false,$(PY) -m eval.reuse $(SFT_COUNTDOWN_DIR)/eval-after \
-		--output_dir $(RUNS)/$(1)-$(RL_CONFIG)/eval-before --model $(RL_MODEL) --template $(TEMPLATE) \
-		--n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --max_new_tokens $(MAX_NEW_TOKENS)) \
-		|| $(EVAL) --model $(RL_MODEL) --output_dir $(RUNS)/$(1)-$(RL_CONFIG)/eval-before $(EVAL_ARGS)
+	$(call start_eval,$(RL_MODEL),$(RUNS)/$(1)-$(RL_CONFIG)/eval-before)
 	$(LAUNCH) recipes/$(1)/run.py --config recipes/$(1)/$(RL_CONFIG).yaml --prompt_template $(TEMPLATE) \
 		--model_name_or_path $(RL_MODEL) --output_dir $(RUNS)/$(1)-$(RL_CONFIG)/model $(ARGS)
-	$(EVAL) --model $(RUNS)/$(1)-$(RL_CONFIG)/model --output_dir $(RUNS)/$(1)-$(RL_CONFIG)/eval-after $(EVAL_ARGS)
-	$(PY) -m eval.compare $(RUNS)/$(1)-$(RL_CONFIG)/eval-before $(RUNS)/$(1)-$(RL_CONFIG)/eval-after \
-		--markdown $(RUNS)/$(1)-$(RL_CONFIG)/results.md
+	$(POST_EVAL) --model $(RUNS)/$(1)-$(RL_CONFIG)/model --output_dir $(RUNS)/$(1)-$(RL_CONFIG)/eval-after $(EVAL_ARGS)
+	$(call paired,$(RUNS)/$(1)-$(RL_CONFIG)/eval-before,$(RUNS)/$(1)-$(RL_CONFIG)/eval-after,$(RUNS)/$(1)-$(RL_CONFIG))
 endef
 
 define rl_ultrafeedback
@@ -240,6 +257,17 @@ grpo-countdown: setup
 
 rloo-countdown: setup
 	$(call rl_countdown,rloo)
+
+# Rejection-sampling fine-tuning (expert iteration): the baseline the RL recipes must beat.
+RFT_COUNTDOWN_DIR := $(RUNS)/rft-countdown
+RFT_MODEL ?= $(SFT_COUNTDOWN_DIR)/model
+
+rft-countdown: setup $(if $(filter $(SFT_COUNTDOWN_DIR)/model,$(RFT_MODEL)),$(SFT_COUNTDOWN_DIR)/model/run_summary.json)
+	$(call start_eval,$(RFT_MODEL),$(RFT_COUNTDOWN_DIR)/eval-before)
+	$(LAUNCH) recipes/rft/run.py --config recipes/rft/countdown.yaml --prompt_template $(TEMPLATE) \
+		--model_name_or_path $(RFT_MODEL) --output_dir $(RFT_COUNTDOWN_DIR)/model $(ARGS)
+	$(POST_EVAL) --model $(RFT_COUNTDOWN_DIR)/model --output_dir $(RFT_COUNTDOWN_DIR)/eval-after $(EVAL_ARGS)
+	$(call paired,$(RFT_COUNTDOWN_DIR)/eval-before,$(RFT_COUNTDOWN_DIR)/eval-after,$(RFT_COUNTDOWN_DIR))
 
 grpo-ultrafeedback: setup
 	$(call rl_ultrafeedback,grpo)

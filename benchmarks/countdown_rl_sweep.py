@@ -13,7 +13,8 @@ Variant keys (comma separated key=value):
   algo     grpo | rloo | rft (sample k, keep verified-correct, SFT; `rounds`) | dpo (greedy-anchored pairs)
   steps, prompts (per step), gens (samples per prompt), lr, temp, top_k, beta (KL to start), iters
   (num_iterations), loss (GRPO loss_type), scale (GRPO scale_rewards), reward (tinyzero: 0/0.1/1 | strict: 0/1),
-  guided (1: a known solution joins GRPO groups with no correct sample), lora, seed,
+  guided (1: a known solution joins GRPO groups with no correct sample), greedy (1: the greedy answer is the
+  first member of every GRPO group), lora, seed,
   rounds, k (RFT/DPO samples per prompt), n (RFT/DPO prompts per round), epochs, gt (RFT: 1 adds the solutions
   of the prompts no sample solved)
 """

@@ -125,6 +125,33 @@ def collect(root: str | Path) -> tuple[list[Row], list[str]]:
     return [row for _, row in rows], skipped
 
 
+PAIRED_COLUMNS = ("stage", "tasks", "start", "after", "difference", "95% CI", "gained/lost", "McNemar p")
+
+
+def collect_paired(root: str | Path) -> list[list[str]]:
+    """The chain SFT -> each post-SFT stage: one row per ``paired.json`` (written by `eval.paired --json`)."""
+    rows = []
+    for path in sorted(Path(root).rglob("paired.json")):
+        try:
+            r = json.loads(path.read_text(encoding="utf-8"))
+            lo, hi = r["ci95"]
+            rows.append(
+                [
+                    str(path.parent.relative_to(root)),
+                    str(int(r["n_tasks"])),
+                    f"{float(r['before']):.3f}",
+                    f"{float(r['after']):.3f}",
+                    f"{float(r['difference']):+.3f}",
+                    f"[{float(lo):+.3f}, {float(hi):+.3f}]",
+                    f"{int(r['gained'])}/{int(r['lost'])}",
+                    f"{float(r['p_mcnemar']):.2g}",
+                ]
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("skipped %s: not an eval.paired result (%s)", path, exc)
+    return rows
+
+
 def to_markdown(rows: Sequence[Row]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row.cells()) + " |" for row in rows]
@@ -197,8 +224,19 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     if not console.is_terminal:
         console = Console(width=160)
     console.print(table)
+    paired = collect_paired(args.runs)
+    text = to_markdown(rows)
+    if paired:
+        chain = Table(title="Post-SFT stages against their start, same held-out tasks (paired)")
+        for col in PAIRED_COLUMNS:
+            chain.add_column(col, justify="left" if col == "stage" else "right")
+        for cells in paired:
+            chain.add_row(*cells)
+        console.print(chain)
+        text += "\n| " + " | ".join(PAIRED_COLUMNS) + " |\n|" + "---|" * len(PAIRED_COLUMNS) + "\n"
+        text += "".join("| " + " | ".join(cells) + " |\n" for cells in paired)
     markdown = Path(args.markdown or Path(args.runs) / "results.md")
-    atomic_write_text(markdown, to_markdown(rows))
+    atomic_write_text(markdown, text)
     png = plot(rows, args.png or Path(args.runs) / "results.png")
     print(f"markdown: {markdown}\nchart: {png}")
     return rows

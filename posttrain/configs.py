@@ -58,6 +58,13 @@ class CountdownArguments:
     countdown_validation_steps: int = field(
         default=10, metadata={"help": "RL: greedy validation accuracy every this many steps."}
     )
+    countdown_validation_load_best: bool = field(
+        default=True,
+        metadata={
+            "help": "RL: save the weights of the step with the best validation accuracy (kept in output_dir/best) "
+            "when the last step is worse, like transformers' load_best_model_at_end."
+        },
+    )
     countdown_min_number: int = field(default=1, metadata={"help": "Smallest number in a task."})
     countdown_max_number: int = field(default=30, metadata={"help": "Largest number in a task."})
     countdown_min_target: int = field(default=10, metadata={"help": "Smallest target."})

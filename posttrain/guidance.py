@@ -1,10 +1,12 @@
-"""Guided GRPO rollouts for Countdown: a ground-truth solution joins the groups the policy cannot solve.
+"""Guided GRPO rollouts for Countdown: the greedy answer and/or a known solution join each prompt's group.
 
-GRPO learns only from prompts whose group mixes right and wrong answers, so its updates lean on the tasks the
-policy already solves sometimes. Off-policy guidance (LUFFY, Prefix-RFT in ../shared/seeds/rft-papers-list.txt)
-puts one demonstration into each group with no correct sample, giving the hard tasks a signal too. This module
-is a TRL `rollout_func`: it samples with the policy (HF generate) and swaps the last completion of an unsolved
-group for the task's known solution.
+Two ways to aim GRPO's group comparison at what matters, as a TRL `rollout_func` (HF generate, no vLLM):
+- `greedy`: the first slot of every group is the policy's greedy answer (what the evaluation scores), so a group
+  compares the samples with the decision greedy decoding makes: a right sample beside a wrong greedy answer
+  pushes the mode towards it, a wrong sample beside a right one keeps it.
+- `solutions`: GRPO learns only from groups that mix right and wrong answers, so its updates lean on tasks the
+  policy already solves sometimes. Off-policy guidance (LUFFY, Prefix-RFT in ../shared/seeds/rft-papers-list.txt)
+  puts the task's known solution into the last slot of each group with no correct sample.
 """
 
 from __future__ import annotations
@@ -31,12 +33,21 @@ class GuidedRollout:
     `tasks` maps `prompt_key(prompt)` to (target, nums, solution). `stats` counts groups and guided groups.
     """
 
-    def __init__(self, tasks: dict[str, tuple[int, list[int], str]], *, num_generations: int) -> None:
-        if num_generations < 2:
-            raise ValueError("guided rollouts need num_generations >= 2 (one slot is replaced)")
+    def __init__(
+        self,
+        tasks: dict[str, tuple[int, list[int], str]],
+        *,
+        num_generations: int,
+        greedy: bool = False,
+        solutions: bool = True,
+    ) -> None:
+        if num_generations < 2 + int(greedy and solutions):
+            raise ValueError("guided rollouts need num_generations >= 2 (slots are replaced) per guide")
         self.tasks = tasks
         self.num_generations = num_generations
-        self.stats = {"groups": 0, "guided": 0}
+        self.greedy = greedy
+        self.solutions = solutions
+        self.stats = {"groups": 0, "guided": 0, "greedy_right": 0}
 
     def _demonstration(self, tokenizer: Any, solution: str) -> list[int]:
         ids = tokenizer(f"<answer>{solution}</answer>", add_special_tokens=False)["input_ids"]
@@ -88,7 +99,9 @@ class GuidedRollout:
             self.stats["groups"] += 1
             group = completion_ids[start : start + n]
             texts_ = [tokenizer.decode(c, skip_special_tokens=True) for c in group]
-            if not any(score(t, target, nums) == 1.0 for t in texts_) and solution:
+            right = [score(t, target, nums) == 1.0 for t in texts_]
+            self.stats["greedy_right"] += int(self.greedy and right[0])
+            if self.solutions and not any(right) and solution:
                 completion_ids[start + n - 1] = self._demonstration(tokenizer, solution)
                 self.stats["guided"] += 1
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}

@@ -21,6 +21,7 @@ resamples); another backend or library version is another request.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -84,6 +85,29 @@ def select_pair(rewards: Sequence[float], choosable: Sequence[bool] | None = Non
     return next(i for i in candidates if rewards[i] == best), rewards.index(worst)
 
 
+PAIRINGS = ("best_worst", "greedy")
+
+
+def greedy_anchored_pair(
+    greedy_reward: float, rewards: Sequence[float], choosable: Sequence[bool], texts: Sequence[str]
+) -> tuple[str, int] | None:
+    """Pair against the answer greedy decoding gives (what the evaluation scores).
+
+    Greedy right: ("greedy_chosen", the most frequent worse sample) - keep the mode. Greedy wrong: ("greedy_rejected",
+    the most frequent choosable sample that beats it) - move the mode. None when no sample disagrees in reward.
+    Best-vs-worst pairs mostly push down low-probability junk the greedy decoder never emits.
+    """
+
+    def most_frequent(indices: list[int]) -> int:
+        return max(indices, key=lambda i: (sum(t == texts[i] for t in texts), -i))
+
+    if greedy_reward == 1.0:
+        worse = [i for i, r in enumerate(rewards) if r < greedy_reward]
+        return ("greedy_chosen", most_frequent(worse)) if worse else None
+    better = [i for i, r in enumerate(rewards) if r > greedy_reward and choosable[i]]
+    return ("greedy_rejected", most_frequent(better)) if better else None
+
+
 def _as_completion(text: str, conversational: bool) -> Any:
     return [{"role": "assistant", "content": text}] if conversational else text
 
@@ -94,8 +118,12 @@ def pairs_from_samples(
     rewards: Sequence[Sequence[float]],
     extra: Sequence[dict] | None = None,
     truncated: Sequence[Sequence[bool]] | None = None,
+    greedy: Sequence[tuple[str, float]] | None = None,
 ) -> tuple[list[dict], dict[str, int]]:
     """Preference rows (one per prompt with a usable pair) and the drop counts.
+
+    With ``greedy`` (each prompt's greedy completion and its reward) the pairs are greedy-anchored
+    (`greedy_anchored_pair`); else the first best sample is paired with the first worst.
 
     ``truncated[i][j]`` marks sample j of prompt i as cut off at max_new_tokens: never chosen. Drop counts:
     ``dropped_ties`` (every sample scored the same) and ``pairs_dropped_truncated`` (a preference existed, but
@@ -109,23 +137,44 @@ def pairs_from_samples(
         cut = list(truncated[i]) if truncated is not None else [False] * len(texts)
         if len(cut) != len(texts):
             raise ValueError(f"prompt {i}: {len(texts)} samples but {len(cut)} truncation flags")
-        if select_pair(scores) is None:
-            ties += 1
-            continue
-        pair = select_pair(scores, [not c for c in cut])
-        if pair is None:
-            dropped_truncated += 1
-            continue
-        best, worst = pair
+        if greedy is not None:
+            greedy_text, greedy_reward = greedy[i]
+            if all(r == greedy_reward for r in scores):
+                ties += 1
+                continue
+            anchored = greedy_anchored_pair(greedy_reward, scores, [not c for c in cut], texts)
+            if anchored is None:
+                dropped_truncated += 1
+                continue
+            kind, j = anchored
+            if kind == "greedy_chosen":
+                chosen, rejected = (greedy_text, greedy_reward), (texts[j], scores[j])
+                rejected_cut = cut[j]
+            else:
+                chosen, rejected = (texts[j], scores[j]), (greedy_text, greedy_reward)
+                rejected_cut = False
+        else:
+            if select_pair(scores) is None:
+                ties += 1
+                continue
+            pair = select_pair(scores, [not c for c in cut])
+            if pair is None:
+                dropped_truncated += 1
+                continue
+            best, worst = pair
+            chosen, rejected = (texts[best], scores[best]), (texts[worst], scores[worst])
+            rejected_cut = cut[worst]
         row = {
             "prompt": prompt,
-            "chosen": _as_completion(texts[best], conversational),
-            "rejected": _as_completion(texts[worst], conversational),
-            "chosen_reward": float(scores[best]),
-            "rejected_reward": float(scores[worst]),
+            "chosen": _as_completion(chosen[0], conversational),
+            "rejected": _as_completion(rejected[0], conversational),
+            "chosen_reward": float(chosen[1]),
+            "rejected_reward": float(rejected[1]),
         }
         if truncated is not None:
-            row["rejected_truncated"] = bool(cut[worst])
+            row["rejected_truncated"] = bool(rejected_cut)
+        if greedy is not None:
+            row["pair_kind"] = kind
         if extra is not None:
             row.update(extra[i])
         rows.append(row)
@@ -162,8 +211,10 @@ def countdown_pairs(
     backend: str = "auto",
     revision: str | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    pairing: str = "best_worst",
 ) -> tuple[list[dict], dict]:
-    """Sample ``params.n`` completions per task, score them with the Countdown reward, pair best vs worst.
+    """Sample ``params.n`` completions per task, score them with the Countdown reward, pair them
+    (``pairing``: best vs worst, or greedy-anchored: the greedy answer against a sample that disagrees).
 
     Returns (rows, counts). ``sampler`` defaults to `posttrain.sampling.generate` (tests pass a fake one);
     ``count_tokens`` (for finding truncated samples) defaults to the model's tokenizer.
@@ -183,11 +234,23 @@ def countdown_pairs(
         countdown_reward(texts, target=[t.target] * len(texts), nums=[list(t.nums)] * len(texts))
         for t, texts in zip(tasks, samples, strict=True)
     ]
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing={pairing!r}: use one of {list(PAIRINGS)}")
+    greedy = None
+    if pairing == "greedy":
+        greedy_params = dataclasses.replace(params, temperature=0.0, n=1)
+        greedy_texts = [
+            outs[0] for outs in sampler(model, prompts, greedy_params, backend=backend, revision=revision)
+        ]
+        greedy_rewards = countdown_reward(
+            greedy_texts, target=[t.target for t in tasks], nums=[list(t.nums) for t in tasks]
+        )
+        greedy = list(zip(greedy_texts, greedy_rewards, strict=True))
     if count_tokens is None:
         count_tokens = token_counter(model, revision)
     truncated = [truncated_flags(texts, params.max_new_tokens, count_tokens) for texts in samples]
     extra = [{"target": int(t.target), "nums": [int(x) for x in t.nums]} for t in tasks]
-    rows, drops = pairs_from_samples(prompts, samples, rewards, extra, truncated)
+    rows, drops = pairs_from_samples(prompts, samples, rewards, extra, truncated, greedy)
     flat = [r for rs in rewards for r in rs]
     counts = {
         "prompts": len(prompts),
@@ -200,6 +263,9 @@ def countdown_pairs(
         "sample_mean_reward": round(sum(flat) / max(1, len(flat)), 4),
         "pairs_correct_vs_wrong": sum(r["chosen_reward"] == 1.0 for r in rows),
     }
+    if greedy is not None:
+        counts["greedy_accuracy"] = round(sum(r == 1.0 for _, r in greedy) / max(1, len(greedy)), 4)
+        counts["pairs_moving_greedy"] = sum(r.get("pair_kind") == "greedy_rejected" for r in rows)
     return rows, counts
 
 
@@ -304,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch_size", type=int, default=None, help="sequences per generate call")
     s.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument(
+        "--pairing",
+        default="best_worst",
+        choices=PAIRINGS,
+        help="best_worst: first best vs first worst sample; greedy: the greedy answer against the most frequent "
+        "sample that disagrees with it (moves or keeps the answer the evaluation scores)",
+    )
+    p.add_argument(
         "--test_share", type=float, default=0.1, help="share of pairs held out for reward accuracy"
     )
     p.add_argument("--force", action="store_true", help="resample even if a matching pairs folder exists")
@@ -329,10 +402,7 @@ def _request(args: argparse.Namespace, template: str, params: Any, backend: str)
             "data_seed": args.data_seed,
         },
         "test_share": args.test_share,
-        "pairing": (
-            "first best vs first worst of k samples by countdown_reward; all-equal prompts dropped; samples "
-            "truncated at max_new_tokens never chosen"
-        ),
+        "pairing": args.pairing,
     }
 
 
@@ -396,6 +466,7 @@ def main(argv: Sequence[str] | None = None, *, sampler: Sampler | None = None) -
         sampler=sampler,
         backend=backend,
         revision=args.revision,
+        pairing=args.pairing,
     )
     if counts["truncated_samples"]:
         logger.warning(

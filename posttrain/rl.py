@@ -30,9 +30,16 @@ from posttrain.countdown import (
     load_hub_countdown_tasks,
     make_prompt,
 )
-from posttrain.curves import REWARD_CURVE_PNG, RewardCurveCallback, curve_summary, reward_rows
-from posttrain.data import is_heldout, train_tasks
+from posttrain.curves import (
+    REWARD_CURVE_PNG,
+    GroupSignalMeter,
+    RewardCurveCallback,
+    curve_summary,
+    reward_rows,
+)
+from posttrain.data import is_heldout, train_tasks, validation_tasks
 from posttrain.dataset_names import COUNTDOWN, ULTRAFEEDBACK, dataset_kind
+from posttrain.guidance import GuidedRollout, prompt_key
 from posttrain.models import load_tokenizer, trained_template
 from posttrain.rl_checks import RLConfigError, fail, precheck_run, prompt_length_problems
 from posttrain.runtime import (
@@ -44,6 +51,7 @@ from posttrain.runtime import (
     setup_logging,
     train,
 )
+from posttrain.validation import CountdownValidationCallback
 from rewards.registry import build_reward_funcs
 
 logger = logging.getLogger(__name__)
@@ -66,6 +74,7 @@ def countdown_rl_rows(tasks: Sequence[Any], template: str) -> list[dict]:
             "prompt": make_prompt(t.nums, t.target, template),
             "target": int(t.target),
             "nums": [int(x) for x in t.nums],
+            "solution": t.solution or "",  # read only by solution guidance (posttrain.guidance)
         }
         for t in tasks
     ]
@@ -227,7 +236,20 @@ def run_rl(
     logger.info("%s data (%s): %d prompts", algo.upper(), data_info["data_source"], len(dataset))
 
     reward_funcs = build_reward_funcs(reward_args, max_completion_length=training_args.max_completion_length)
+    meter = None
+    if task == "countdown":  # the first reward (the answer's correctness) decides whether a group has signal
+        meter = reward_funcs[0] = GroupSignalMeter(reward_funcs[0], training_args.num_generations)
     curve = RewardCurveCallback(training_args.output_dir, title=f"{algo.upper()} {data_info['task']}")
+    guided = None
+    greedy_in_group = getattr(training_args, "rollout_greedy_in_group", False)
+    solution_guidance = getattr(training_args, "rollout_solution_guidance", False)
+    if task == "countdown" and (greedy_in_group or solution_guidance):
+        guided = GuidedRollout(
+            {prompt_key(r["prompt"]): (r["target"], r["nums"], r["solution"]) for r in dataset},
+            num_generations=training_args.num_generations,
+            greedy=greedy_in_group,
+            solutions=solution_guidance,
+        )
     trainer = trainer_cls(
         model=model_path,
         reward_funcs=reward_funcs,
@@ -235,8 +257,23 @@ def run_rl(
         train_dataset=dataset,
         peft_config=get_peft_config(model_args),
         callbacks=[curve, *callbacks],
+        **({"rollout_func": guided} if guided is not None else {}),
     )
+    if meter is not None:
+        meter.trainer = trainer
+    validation = None
+    if task == "countdown" and countdown_args.countdown_validation_size:
+        validation = CountdownValidationCallback(
+            validation_tasks(countdown_args.countdown_validation_size, **countdown_args.generator_kwargs()),
+            template=countdown_args.prompt_template,
+            every=countdown_args.countdown_validation_steps,
+            max_new_tokens=training_args.max_completion_length,
+            output_dir=training_args.output_dir,
+        ).bind(trainer)
     trained = train(trainer, resume)
+    loaded_best = (
+        validation.load_best() if validation and countdown_args.countdown_validation_load_best else None
+    )
 
     args = {"script": script_args, "reward": reward_args, "training": training_args, "model": model_args}
     if task == "countdown":  # lets `python -m eval.countdown` pick the template this model was trained with
@@ -257,6 +294,9 @@ def run_rl(
             "reward_curve": summary,
             "kl_reference": kl_reference(trainer, training_args, model_args),
             "resumed_from": resume,
+            "validation": validation.summary() if validation else None,
+            "guided_groups": guided.stats if guided is not None else None,
+            "saved_step": loaded_best["step"] if loaded_best else trainer.state.global_step,
             **data_info,
         },
         report=(

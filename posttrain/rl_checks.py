@@ -18,7 +18,7 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -154,10 +154,30 @@ def batch_problems(args: Any, num_processes: int | None = None) -> list[str]:
 
 @dataclass
 class GRPORecipeConfig(GRPOConfig):
-    """TRL's GRPOConfig (same fields); parsing explains batch-shape mistakes before TRL's own check does."""
+    """TRL's GRPOConfig plus the Countdown group guidance of `posttrain.guidance`; parsing explains batch-shape
+    mistakes before TRL's own check does."""
+
+    rollout_greedy_in_group: bool = field(
+        default=False,
+        metadata={
+            "help": "Countdown: the first member of every group is the policy's greedy answer (HF generation)."
+        },
+    )
+    rollout_solution_guidance: bool = field(
+        default=False,
+        metadata={"help": "Countdown: the task's known solution joins each group with no correct sample."},
+    )
 
     def __post_init__(self) -> None:
         fail(batch_problems(self), "GRPO")
+        if (self.rollout_greedy_in_group or self.rollout_solution_guidance) and self.use_vllm:
+            fail(
+                [
+                    "rollout_greedy_in_group / rollout_solution_guidance generate with transformers, not vLLM "
+                    "(fix: --use_vllm false, or turn both off)."
+                ],
+                "GRPO",
+            )
         super().__post_init__()
 
 

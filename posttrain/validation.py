@@ -240,6 +240,32 @@ class CountdownValidationCallback(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.reference = None
 
+    def load_best(self) -> dict[str, Any] | None:
+        """Put the best validated weights back into the trainer's model (transformers' load_best_model_at_end
+        for the task metric). Returns the best record, or None when the last step is as good as any."""
+        if not self.best or not self.history or self.best["step"] == self.history[-1]["step"]:
+            return None
+        if self.history[-1]["val/accuracy"] >= self.best["accuracy"]:
+            return None
+        from safetensors.torch import load_file
+
+        weights = Path(self.best["path"]) / "model.safetensors"
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        if not weights.is_file() or hasattr(model, "peft_config"):
+            logger.warning(
+                "validation: the best step's weights cannot be reloaded here; keeping the last step"
+            )
+            return None
+        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+        if unexpected or any("lm_head" not in k for k in missing):
+            raise RuntimeError(
+                f"validation: {weights} does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        logger.info(
+            "validation: the saved model is step %d (accuracy %.3f)", self.best["step"], self.best["accuracy"]
+        )
+        return self.best
+
 
 def read_validation(output_dir: str | Path) -> dict[str, Any] | None:
     path = Path(output_dir) / VALIDATION_FILE

@@ -126,11 +126,6 @@ def test_rewards_imports_only_itself() -> None:
     assert layer_violations(import_graph(), "rewards", ("posttrain", "eval")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 item 1 (the posttrain helper's branch): posttrain still imports eval here. "
-    "LEAD: remove this xfail mark once that branch is merged (an XPASS(strict) failure means it is).",
-)
 def test_posttrain_does_not_import_eval() -> None:
     assert layer_violations(import_graph(), "posttrain", ("eval",)) == []
 

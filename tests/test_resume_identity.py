@@ -25,7 +25,7 @@ RECIPES = {
 }
 RL_ARGS = (
     "--prompt_template", "compact", "--countdown_train_size", "8", "--num_generations", "2",
-    "--max_completion_length", "8",
+    "--max_completion_length", "8", "--countdown_validation_size", "0",
 )  # fmt: skip
 PAIR_ARGS = ("--dataset_name", "fixture", "--dataset_max_train_rows", "4", "--dataset_max_test_rows", "4")
 # recipe -> [(changed arguments, the identity fields the refusal must name)]

@@ -52,11 +52,17 @@ def _grpo(tiny_model_dir, tmp_path, rows, reward, *, num_generations=4, max_comp
 def test_rl_prompt_tokens_equal_sft_and_eval_prompt_tokens(tiny_model_dir, tmp_path, template):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     tasks = train_tasks(3, seed=7, num_numbers=(3,))
-    records = build_sft_records(tasks, template=template, seed=7, max_failed_tries=0, think=False, style="forward")
+    records = build_sft_records(
+        tasks, template=template, seed=7, max_failed_tries=0, think=False, style="forward"
+    )
     sft = SFTTrainer(
         model=str(tiny_model_dir),
         args=SFTConfig(
-            output_dir=str(tmp_path / "sft"), report_to=[], use_cpu=True, eos_token="<|im_end|>", max_length=512
+            output_dir=str(tmp_path / "sft"),
+            report_to=[],
+            use_cpu=True,
+            eos_token="<|im_end|>",
+            max_length=512,
         ),
         train_dataset=Dataset.from_list(records),
     )
@@ -71,7 +77,9 @@ def test_rl_prompt_tokens_equal_sft_and_eval_prompt_tokens(tiny_model_dir, tmp_p
         assert tokenizer(eval_text, add_special_tokens=False)["input_ids"] == sft_prompt_ids
         assert _render(tokenizer, [rows[i]["prompt"]])[0] == sft_prompt_ids
         # The completion SFT trained on ends the turn with the EOS token generation stops at.
-        completion_ids = [t for t, m in zip(example["input_ids"], example["completion_mask"], strict=True) if m]
+        completion_ids = [
+            t for t, m in zip(example["input_ids"], example["completion_mask"], strict=True) if m
+        ]
         assert tokenizer.eos_token_id in completion_ids
 
 
@@ -91,11 +99,19 @@ def test_each_completion_is_scored_against_its_own_task(tiny_model_dir, tmp_path
 
     def recording_reward(prompts, completions, completion_ids, target, nums, **kwargs):
         calls.append(
-            dict(prompts=prompts, completions=completions, completion_ids=completion_ids, target=target, nums=nums)
+            dict(
+                prompts=prompts,
+                completions=completions,
+                completion_ids=completion_ids,
+                target=target,
+                nums=nums,
+            )
         )
         return [0.0] * len(completions)
 
-    trainer = _grpo(tiny_model_dir, tmp_path, rows, recording_reward, num_generations=4, max_completion_length=10)
+    trainer = _grpo(
+        tiny_model_dir, tmp_path, rows, recording_reward, num_generations=4, max_completion_length=10
+    )
     trainer.train()
     assert calls, "the reward was never called"
     seen = 0

@@ -41,6 +41,7 @@ def rl_args(model: Path, out: Path, config: str, **overrides) -> list[str]:
         "logging_steps": 1,
         "report_to": "none",
         "disable_tqdm": "true",
+        "countdown_validation_size": 0,  # validation during training has its own tests (test_post_sft.py)
     }
     args.update(overrides)
     flat = ["--config", config]
