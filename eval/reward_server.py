@@ -68,8 +68,6 @@ class RequestError(ValueError):
 # ----------------------------------------------------------------------------------------------------------
 
 
-
-
 class RewardScorer:
     """The reward model (from `rewards.reward_model.load_reward_model`); `score` turns message lists into floats."""
 

@@ -109,7 +109,9 @@ def warmstart_hub_sft_dataset(script_args, countdown_args):
             split: Dataset.from_list(
                 [
                     r
-                    for r in load_hub_warmstart(split=split, revision=revision, template=countdown_args.prompt_template)
+                    for r in load_hub_warmstart(
+                        split=split, revision=revision, template=countdown_args.prompt_template
+                    )
                     # The hub rows are not split by our key: held-out puzzles never reach training.
                     if split != train_split or not is_heldout(r["target"], r["nums"])
                 ]
@@ -162,7 +164,9 @@ def validation_tasks(
 ) -> list[CountdownTask]:
     """Tasks for choosing checkpoints during training: held-out space (never trained on), another generator
     seed than the evaluation, and none of the first `exclude_first` evaluation tasks of `seed`."""
-    test_keys = {canonical_key(t.target, t.nums) for t in heldout_tasks(exclude_first, seed=seed, **gen_kwargs)}
+    test_keys = {
+        canonical_key(t.target, t.nums) for t in heldout_tasks(exclude_first, seed=seed, **gen_kwargs)
+    }
     pool = heldout_tasks(n + exclude_first, seed=seed + VALIDATION_SEED_OFFSET, **gen_kwargs)
     tasks = [t for t in pool if canonical_key(t.target, t.nums) not in test_keys]
     if len(tasks) < n:

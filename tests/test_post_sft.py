@@ -287,7 +287,11 @@ def test_greedy_anchored_pairs_move_or_keep_the_greedy_answer():
     from posttrain.preferences import greedy_anchored_pair, pairs_from_samples
 
     prompts = [make_prompt((21, 20, 12), 12, "short")] * 3
-    wrong, right, other = "<answer>21 + 20 + 12</answer>", "<answer>(21 - 20) * 12</answer>", "<answer>x</answer>"
+    wrong, right, other = (
+        "<answer>21 + 20 + 12</answer>",
+        "<answer>(21 - 20) * 12</answer>",
+        "<answer>x</answer>",
+    )
     samples = [[wrong, right, right, other], [right, wrong, other, other], [wrong, wrong, wrong, wrong]]
     rewards = [[0.1, 1.0, 1.0, 0.1], [1.0, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1]]
     greedy = [(wrong, 0.1), (right, 1.0), (wrong, 0.1)]
