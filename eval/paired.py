@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     result = compare_dirs(args.before, args.after)
-    print(format_result(result, label=f"{Path(args.after).parent.name} - {Path(args.before).parent.name}"))
+    print(format_result(result, label=f"{args.after} - {args.before}"))
     if args.json:
         from posttrain.io import atomic_write_json
 

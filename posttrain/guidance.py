@@ -87,10 +87,24 @@ class GuidedRollout:
                 eos_token_id=eos,
                 pad_token_id=pad,
             )
+            greedy_out = None
+            if self.greedy:  # one greedy answer per group (TRL repeats each prompt n times in a row)
+                firsts = list(range(0, len(prompt_ids), self.num_generations))
+                greedy_out = model.generate(
+                    input_ids=ids[firsts].to(device),
+                    attention_mask=mask[firsts].to(device),
+                    max_new_tokens=args.max_completion_length,
+                    do_sample=False,
+                    eos_token_id=eos,
+                    pad_token_id=pad,
+                )
+        n = self.num_generations
         completion_ids = []
         for row in out[:, width:].tolist():
             completion_ids.append(row[: row.index(eos) + 1] if eos in row else row)
-        n = self.num_generations
+        if greedy_out is not None:
+            for g, row in enumerate(greedy_out[:, width:].tolist()):
+                completion_ids[g * n] = row[: row.index(eos) + 1] if eos in row else row
         for start in range(0, len(prompts), n):
             task = self.tasks.get(prompt_key(prompts[start]))
             if task is None:

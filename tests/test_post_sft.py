@@ -194,7 +194,7 @@ def test_guided_rollout_puts_the_solution_into_unsolved_groups_only(tiny_model_d
     # A random tiny model solves nothing: both groups get the known solution in their last slot, ending in EOS.
     assert texts[1] == "<answer>(21 - 20) * 12</answer>" and texts[3] == "<answer>2 * 25 * 1</answer>"
     assert out["completion_ids"][3][-1] == tokenizer.eos_token_id
-    assert rollout.stats == {"groups": 2, "guided": 2}
+    assert rollout.stats == {"groups": 2, "guided": 2, "greedy_right": 0}
     with pytest.raises(ValueError, match="num_generations"):
         GuidedRollout(tasks, num_generations=1)
 
@@ -219,6 +219,7 @@ def test_grpo_logs_validation_keeps_best_and_draws_the_panels(tiny_model_dir, tm
         disable_tqdm="true",
         countdown_validation_size=6,
         countdown_validation_steps=1,
+        rollout_greedy_in_group="true",
     )
     flags = [x for k, v in settings_.items() for x in (f"--{k}", str(v))]
     run(
@@ -236,6 +237,9 @@ def test_grpo_logs_validation_keeps_best_and_draws_the_panels(tiny_model_dir, tm
     rows = [json.loads(line) for line in (out / "reward_curve.jsonl").read_text().splitlines()]
     assert all(0.0 <= r["no_signal_groups"] <= 1.0 for r in rows)
     assert summary["saved_step"] in (1, 2)
+    # Every group's first member was the greedy answer (the tiny model never answers right).
+    stats = summary["guided_groups"]
+    assert stats["groups"] >= 4 and stats["guided"] == 0 and stats["greedy_right"] == 0
     assert not math.isnan(summary["validation"]["start_accuracy"])
 
 
@@ -317,3 +321,36 @@ def test_results_view_shows_the_paired_chain(tmp_path):
     (tmp_path / "broken" / "paired.json").write_text("{}")
     rows = collect_paired(tmp_path)
     assert rows == [["grpo-countdown", "4", "0.500", "0.750", "+0.250", rows[0][5], "2/1", "1"]]
+
+
+def test_guided_rollout_puts_the_greedy_answer_first(tiny_model_dir):
+    import torch
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from posttrain.models import load_tokenizer
+
+    task = CountdownTask(50, (2, 25, 1), "2 * 25 * 1")
+    prompt = make_prompt(task.nums, task.target, "short")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    args = type("A", (), {"max_completion_length": 5, "temperature": 1.0, "top_k": 0, "top_p": 1.0})()
+    trainer = type(
+        "T",
+        (),
+        {
+            "processing_class": tokenizer,
+            "args": args,
+            "model_wrapped": model,
+            "accelerator": Accelerator(cpu=True),
+        },
+    )()
+    rollout = GuidedRollout(
+        {prompt_key(prompt): (50, [2, 25, 1], "2 * 25 * 1")}, num_generations=3, greedy=True, solutions=False
+    )
+    torch.manual_seed(1)
+    first = rollout([prompt] * 3, trainer)["completion_ids"][0]
+    torch.manual_seed(2)
+    again = rollout([prompt] * 3, trainer)["completion_ids"][0]
+    assert first == again  # greedy: the same answer whatever the sampling seed
+    assert rollout.stats == {"groups": 2, "guided": 0, "greedy_right": 0}

@@ -70,16 +70,15 @@ def test_rl_prompt_tokens_equal_sft_and_eval_prompt_tokens(tiny_model_dir, tmp_p
     grpo = _grpo(tiny_model_dir, tmp_path, rows, lambda completions, **kw: [0.0] * len(completions))
     rl_prompt_ids = grpo._tokenize_prompts([r["prompt"] for r in rows])[0]
     for i, example in enumerate(sft.train_dataset):
-        first_completion = example["completion_mask"].index(1)
+        # The loss covers the completion only: labels are -100 over the prompt.
+        first_completion = next(j for j, label in enumerate(example["labels"]) if label != -100)
         sft_prompt_ids = example["input_ids"][:first_completion]
         assert rl_prompt_ids[i] == sft_prompt_ids, f"task {i}: RL and SFT prompts differ"
         eval_text = render_prompts([make_prompt(tasks[i].nums, tasks[i].target, template)], tokenizer)[0]
         assert tokenizer(eval_text, add_special_tokens=False)["input_ids"] == sft_prompt_ids
         assert _render(tokenizer, [rows[i]["prompt"]])[0] == sft_prompt_ids
         # The completion SFT trained on ends the turn with the EOS token generation stops at.
-        completion_ids = [
-            t for t, m in zip(example["input_ids"], example["completion_mask"], strict=True) if m
-        ]
+        completion_ids = example["input_ids"][first_completion:]
         assert tokenizer.eos_token_id in completion_ids
 
 

@@ -557,7 +557,11 @@ def test_reward_curve_from_log_history(tmp_path: Path):
     ]
     assert (tmp_path / "reward_curve.png").stat().st_size > 1000
     # Atomic writes leave no temporary files behind (their names: .reward_curve.png.XXXX.png, .….jsonl.XXXX.tmp).
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["reward_curve.jsonl", "reward_curve.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "reward_curve.jsonl",
+        "reward_curve.png",
+        "training_curves.png",
+    ]
     assert curve_summary(rows, window=1)["first"] == 0.2 and curve_summary(rows, window=1)["last"] == 0.6
     # Other ranks never write.
     callback2 = RewardCurveCallback(tmp_path / "rank1")
