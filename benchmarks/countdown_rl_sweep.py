@@ -92,18 +92,9 @@ def device_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def greedy_correct(model: Any, tokenizer: Any, tasks: list, template: str) -> list[int]:
-    import torch
+    from posttrain.validation import greedy_correct as correct
 
-    from posttrain.countdown import make_prompt
-    from posttrain.validation import greedy_completions
-    from rewards.countdown import score
-
-    prompts = [make_prompt(t.nums, t.target, template) for t in tasks]
-    model.eval()
-    with torch.inference_mode():
-        ids = greedy_completions(model, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS)
-    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return [int(score(c, t.target, list(t.nums)) == 1.0) for c, t in zip(texts, tasks, strict=True)]
+    return [int(c) for c in correct(model, tokenizer, tasks, template, max_new_tokens=MAX_NEW_TOKENS)]
 
 
 def sample(
@@ -411,12 +402,10 @@ def run_variant(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     import torch
 
     from eval.paired import compare_paired
-    from posttrain.io import read_run_summary
+    from posttrain.models import trained_template
 
     torch.manual_seed(spec["seed"])
-    template = (read_run_summary(args.start) or {}).get("args", {}).get("countdown", {}).get(
-        "prompt_template"
-    ) or "short"
+    template = trained_template(str(args.start)) or "short"
     val_tasks, test_tasks = task_sets(args.n_val, args.n_test)
     out = Path(args.work_dir) / variant_name(spec)
     start = time.perf_counter()
@@ -451,15 +440,12 @@ def start_eval(args: argparse.Namespace) -> None:
     from transformers import AutoModelForCausalLM
 
     from posttrain.data import heldout_tasks
-    from posttrain.io import read_run_summary
-    from posttrain.models import load_tokenizer
+    from posttrain.models import load_tokenizer, trained_template
 
     path = Path(args.work_dir) / "start_test.json"
     if path.is_file():
         return
-    template = (read_run_summary(args.start) or {}).get("args", {}).get("countdown", {}).get(
-        "prompt_template"
-    ) or "short"
+    template = trained_template(str(args.start)) or "short"
     model = AutoModelForCausalLM.from_pretrained(str(args.start), dtype="float32")
     if not device_kwargs(args)["use_cpu"]:
         model = model.cuda()

@@ -144,18 +144,23 @@ def plot_reward_curve(rows: Sequence[dict], path: str | os.PathLike, title: str 
             fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5)
         )  # outside: the curves stay visible
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=100)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_png(fig, path, dpi=100)
     finally:
         plt.close(fig)
     return path
+
+
+def save_png(fig: Any, path: Path, dpi: int) -> None:
+    """Write a figure atomically: a reader never sees half a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _series(rows: Sequence[dict], key: str) -> tuple[list, list]:
@@ -214,15 +219,7 @@ def plot_training_curves(
             ax.grid(alpha=0.3)
         fig.suptitle(title)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=90)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_png(fig, path, dpi=90)
     finally:
         plt.close(fig)
     return path

@@ -64,6 +64,20 @@ def greedy_completions(
     return out
 
 
+def greedy_correct(
+    model: Any, tokenizer: Any, tasks: Sequence[CountdownTask], template: str, *, max_new_tokens: int
+) -> list[bool]:
+    """Whether each task's greedy answer is right (one process, no training wrapper)."""
+    import torch
+
+    prompts = [make_prompt(t.nums, t.target, template) for t in tasks]
+    model.eval()
+    with torch.inference_mode():
+        ids = greedy_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return [score(c, t.target, list(t.nums)) == 1.0 for c, t in zip(texts, tasks, strict=True)]
+
+
 def token_kl(
     policy: Any, reference: Any, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]
 ) -> float:

@@ -24,20 +24,11 @@ from posttrain.data import train_tasks, validation_tasks
 from posttrain.io import atomic_write_json
 from posttrain.rft import ROUND_DONE, RFTArguments, copy_model, round_is_done, select_records
 from posttrain.runtime import logger, parse_recipe_args, prepare_model_args, setup_logging
-from posttrain.validation import greedy_completions
-from rewards.countdown import score
+from posttrain.validation import greedy_correct
 
 
 def validation_accuracy(model, tokenizer, tasks, template: str, max_new_tokens: int) -> float:
-    import torch
-
-    prompts = [make_prompt(t.nums, t.target, template) for t in tasks]
-    with torch.inference_mode():
-        ids = greedy_completions(model.eval(), tokenizer, prompts, max_new_tokens=max_new_tokens)
-    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return sum(score(c, t.target, list(t.nums)) == 1.0 for c, t in zip(texts, tasks, strict=True)) / len(
-        tasks
-    )
+    return sum(greedy_correct(model, tokenizer, tasks, template, max_new_tokens=max_new_tokens)) / len(tasks)
 
 
 def main(
