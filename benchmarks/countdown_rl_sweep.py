@@ -10,7 +10,8 @@ table gives each variant's difference to the start on the same tasks with a pair
 `--jobs N` runs N variants at once in separate processes (a GPU holds many 135M-parameter runs).
 
 Variant keys (comma separated key=value):
-  algo     grpo | rloo | rft (sample k, keep verified-correct, SFT; `rounds`) | dpo (greedy-anchored pairs)
+  algo     grpo | rloo | rft (sample k, keep verified-correct, SFT; `rounds`) | dpo (greedy-anchored pairs) |
+           sft (control: more SFT on the solver's completions of `n` new tasks, in the start model's style)
   steps, prompts (per step), gens (samples per prompt), lr, temp, top_k, beta (KL to start), iters
   (num_iterations), loss (GRPO loss_type), scale (GRPO scale_rewards), reward (tinyzero: 0/0.1/1 | strict: 0/1),
   guided (1: a known solution joins GRPO groups with no correct sample), greedy (1: the greedy answer is the
@@ -47,6 +48,7 @@ DEFAULTS: dict[str, Any] = dict(
     scale="group",
     reward="tinyzero",
     guided=0,
+    greedy=0,
     lora=0,
     seed=42,
     rounds=1,
@@ -57,7 +59,8 @@ DEFAULTS: dict[str, Any] = dict(
 )
 CASTS: dict[str, Any] = {k: type(v) for k, v in DEFAULTS.items()}
 TRAIN_SEED = 4321  # the RL recipes' countdown_data_seed: other puzzles than the SFT data
-MAX_NEW_TOKENS = 32
+DIRECT_MAX_NEW_TOKENS = 32  # direct answers are <= 20 tokens
+TRACE_MAX_NEW_TOKENS = 192  # backward traces of 3-number tasks are <= 186 tokens
 
 
 def parse_variant(text: str) -> dict[str, Any]:
@@ -91,20 +94,48 @@ def device_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(use_cpu=not cuda, bf16=bf16_default() if args.bf16 == "auto" else args.bf16 == "true")
 
 
-def greedy_correct(model: Any, tokenizer: Any, tasks: list, template: str) -> list[int]:
+def start_style(start: str) -> dict[str, Any]:
+    """How the start model was taught to answer (direct answers or traces), from its run_summary.json."""
+    from posttrain.io import read_run_summary
+
+    countdown = (read_run_summary(start).get("args") or {}).get("countdown") or {}
+    return {
+        "think": bool(countdown.get("warmstart_think", False)),
+        "style": countdown.get("warmstart_style", "forward"),
+    }
+
+
+def ground_truth(task: Any, template: str, style: dict[str, Any]) -> str:
+    """The solver's completion for `task` in the start model's style (a direct answer or a trace)."""
+    import random
+
+    from posttrain.countdown import make_warmstart_completion
+
+    return make_warmstart_completion(task, rng=random.Random(0), template=template, **style)
+
+
+def greedy_correct(model: Any, tokenizer: Any, tasks: list, template: str, max_new_tokens: int) -> list[int]:
     from posttrain.validation import greedy_correct as correct
 
-    return [int(c) for c in correct(model, tokenizer, tasks, template, max_new_tokens=MAX_NEW_TOKENS)]
+    return [int(c) for c in correct(model, tokenizer, tasks, template, max_new_tokens=max_new_tokens)]
 
 
 def sample(
-    model: Any, tokenizer: Any, tasks: list, template: str, *, k: int, temp: float, seed: int
+    model: Any,
+    tokenizer: Any,
+    tasks: list,
+    template: str,
+    *,
+    k: int,
+    temp: float,
+    seed: int,
+    max_new_tokens: int,
 ) -> list[list[str]]:
     from posttrain.countdown import make_prompt
     from posttrain.sampling import SamplingParams, generate
 
     prompts = [make_prompt(t.nums, t.target, template) for t in tasks]
-    params = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=temp, n=k, seed=seed, batch_size=256)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temp, n=k, seed=seed, batch_size=256)
     return generate(model, prompts, params, tokenizer=tokenizer, progress=False)
 
 
@@ -149,7 +180,7 @@ def train_rl(
         max_steps=spec["steps"],
         per_device_train_batch_size=spec["prompts"] * spec["gens"],
         num_generations=spec["gens"],
-        max_completion_length=MAX_NEW_TOKENS,
+        max_completion_length=args.max_new_tokens,
         temperature=spec["temp"],
         top_k=spec["top_k"] or None,
         beta=spec["beta"],
@@ -170,13 +201,15 @@ def train_rl(
     if spec["algo"] == "grpo":
         config = GRPOConfig(**common, loss_type=spec["loss"], scale_rewards=spec["scale"])
         trainer_cls = GRPOTrainer
-        if spec["guided"]:
+        if spec["guided"] or spec["greedy"]:
             extra["rollout_func"] = GuidedRollout(
                 {
                     prompt_key(r["prompt"]): (t.target, list(t.nums), t.solution)
                     for r, t in zip(rows, tasks, strict=True)
                 },
                 num_generations=spec["gens"],
+                greedy=bool(spec["greedy"]),
+                solutions=bool(spec["guided"]),
             )
     else:
         config = RLOOConfig(**common, normalize_advantages=False)
@@ -193,7 +226,7 @@ def train_rl(
         val_tasks,
         template=template,
         every=args.val_every,
-        max_new_tokens=MAX_NEW_TOKENS,
+        max_new_tokens=args.max_new_tokens,
         output_dir=str(out),
         keep_best=False,
     ).bind(trainer)
@@ -262,6 +295,7 @@ def train_rft(
     from posttrain.models import load_tokenizer
     from rewards.countdown import score
 
+    style = start_style(str(args.start))
     tokenizer = load_tokenizer(str(args.start))
     model = AutoModelForCausalLM.from_pretrained(str(args.start), dtype="float32")
     if not device_kwargs(args)["use_cpu"]:
@@ -269,7 +303,8 @@ def train_rft(
     history = [
         {
             "step": 0,
-            "val/accuracy": sum(greedy_correct(model, tokenizer, val_tasks, template)) / len(val_tasks),
+            "val/accuracy": sum(greedy_correct(model, tokenizer, val_tasks, template, args.max_new_tokens))
+            / len(val_tasks),
         }
     ]
     pool = train_tasks(spec["n"] * spec["rounds"], seed=TRAIN_SEED, num_numbers=(3,))
@@ -278,13 +313,20 @@ def train_rft(
     for r in range(spec["rounds"]):
         tasks = pool[r * spec["n"] : (r + 1) * spec["n"]]
         outs = sample(
-            model, tokenizer, tasks, template, k=spec["k"], temp=spec["temp"], seed=spec["seed"] + r
+            model,
+            tokenizer,
+            tasks,
+            template,
+            k=spec["k"],
+            temp=spec["temp"],
+            seed=spec["seed"] + r,
+            max_new_tokens=args.max_new_tokens,
         )
         records, solved = [], 0
         for task, completions in zip(tasks, outs, strict=True):
             right = sorted({c.strip() for c in completions if score(c, task.target, list(task.nums)) == 1.0})
             solved += bool(right)
-            answers = right or ([f"<answer>{task.solution}</answer>"] if spec["gt"] else [])
+            answers = right or ([ground_truth(task, template, style)] if spec["gt"] else [])
             for answer in answers:
                 records.append(
                     {
@@ -297,10 +339,47 @@ def train_rft(
         model.save_pretrained(round_dir / "model")
         tokenizer.save_pretrained(round_dir / "model")
         current = str(round_dir / "model")
-        acc = sum(greedy_correct(model, tokenizer, val_tasks, template)) / len(val_tasks)
+        acc = sum(greedy_correct(model, tokenizer, val_tasks, template, args.max_new_tokens)) / len(val_tasks)
         history.append({"step": r + 1, "val/accuracy": acc})
         curve.append({"round": r + 1, "records": len(records), "solved": solved / len(tasks)})
     return model, tokenizer, history, curve, None
+
+
+def train_gt_sft(
+    spec: dict[str, Any], args: argparse.Namespace, out: Path, template: str, val_tasks: list
+) -> Any:
+    """The control every post-SFT method must beat: more SFT on the solver's completions (in the start model's
+    style) of `n` new training tasks, the same tasks RFT samples from."""
+    from transformers import AutoModelForCausalLM
+
+    from posttrain.countdown import make_prompt
+    from posttrain.data import train_tasks
+    from posttrain.models import load_tokenizer
+
+    style = start_style(str(args.start))
+    tokenizer = load_tokenizer(str(args.start))
+    start_model = AutoModelForCausalLM.from_pretrained(str(args.start), dtype="float32")
+    history = [
+        {
+            "step": 0,
+            "val/accuracy": sum(
+                greedy_correct(start_model, tokenizer, val_tasks, template, args.max_new_tokens)
+            )
+            / len(val_tasks),
+        }
+    ]
+    del start_model
+    records = [
+        {
+            "prompt": make_prompt(t.nums, t.target, template),
+            "completion": [{"role": "assistant", "content": ground_truth(t, template, style)}],
+        }
+        for t in train_tasks(spec["n"], seed=TRAIN_SEED, num_numbers=(3,))
+    ]
+    model, tokenizer = sft_on(str(args.start), records, spec, args, out)
+    acc = sum(greedy_correct(model, tokenizer, val_tasks, template, args.max_new_tokens)) / len(val_tasks)
+    history.append({"step": 1, "val/accuracy": acc})
+    return model, tokenizer, history, [{"records": len(records)}], None
 
 
 def train_dpo(
@@ -327,10 +406,19 @@ def train_dpo(
     prompts = [make_prompt(t.nums, t.target, template) for t in tasks]
     with torch.inference_mode():
         greedy = tokenizer.batch_decode(
-            greedy_completions(model, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS),
+            greedy_completions(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens),
             skip_special_tokens=True,
         )
-    outs = sample(model, tokenizer, tasks, template, k=spec["k"], temp=spec["temp"], seed=spec["seed"])
+    outs = sample(
+        model,
+        tokenizer,
+        tasks,
+        template,
+        k=spec["k"],
+        temp=spec["temp"],
+        seed=spec["seed"],
+        max_new_tokens=args.max_new_tokens,
+    )
     rows = []
     for task, prompt, g, samples in zip(tasks, prompts, greedy, outs, strict=True):
         rewards = [score(c, task.target, list(task.nums)) for c in samples]
@@ -382,13 +470,14 @@ def train_dpo(
     history = [
         {
             "step": trainer.state.global_step,
-            "val/accuracy": sum(greedy_correct(model, tokenizer, val_tasks, template)) / len(val_tasks),
+            "val/accuracy": sum(greedy_correct(model, tokenizer, val_tasks, template, args.max_new_tokens))
+            / len(val_tasks),
         }
     ]
     return model, tokenizer, history, [{"pairs": len(records)}], None
 
 
-ALGOS = {"grpo": train_rl, "rloo": train_rl, "rft": train_rft, "dpo": train_dpo}
+ALGOS = {"grpo": train_rl, "rloo": train_rl, "rft": train_rft, "dpo": train_dpo, "sft": train_gt_sft}
 
 
 @functools.cache
@@ -411,7 +500,7 @@ def run_variant(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     start = time.perf_counter()
     model, tokenizer, history, curve, guided = ALGOS[spec["algo"]](spec, args, out, template, val_tasks)
     train_s = time.perf_counter() - start
-    after = greedy_correct(model, tokenizer, test_tasks, template)
+    after = greedy_correct(model, tokenizer, test_tasks, template, args.max_new_tokens)
     before = json.loads((Path(args.work_dir) / "start_test.json").read_text())
     paired = compare_paired(before, after)
     best = max(history, key=lambda h: h["val/accuracy"])
@@ -450,7 +539,11 @@ def start_eval(args: argparse.Namespace) -> None:
     if not device_kwargs(args)["use_cpu"]:
         model = model.cuda()
     correct = greedy_correct(
-        model, load_tokenizer(str(args.start)), heldout_tasks(args.n_test, num_numbers=(3,)), template
+        model,
+        load_tokenizer(str(args.start)),
+        heldout_tasks(args.n_test, num_numbers=(3,)),
+        template,
+        args.max_new_tokens,
     )
     path.write_text(json.dumps(correct))
     print(
@@ -490,10 +583,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jsonl", default=None, help="append one JSON line per variant here")
     parser.add_argument("--jobs", type=int, default=1, help="variants run at once, each in its own process")
+    parser.add_argument(
+        "--max_new_tokens",
+        type=int,
+        default=None,
+        help=f"completion budget (default: {DIRECT_MAX_NEW_TOKENS} for a direct-answer start, "
+        f"{TRACE_MAX_NEW_TOKENS} for a trace start)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not Path(args.start).is_dir():
         raise SystemExit(f"--start {args.start}: no such model folder (run `make sft-countdown` first)")
+    if args.max_new_tokens is None:
+        think = start_style(str(args.start))["think"]
+        args.max_new_tokens = TRACE_MAX_NEW_TOKENS if think else DIRECT_MAX_NEW_TOKENS
     args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="rl-sweep-")
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     specs = [parse_variant(v) for v in args.variant]
@@ -523,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.val_every),
                 "--bf16",
                 args.bf16,
+                "--max_new_tokens",
+                str(args.max_new_tokens),
                 "--work_dir",
                 args.work_dir,
                 "--jsonl",
