@@ -356,17 +356,18 @@ def _fmt(value: float | None) -> str:
 
 
 def probe_table(report: dict[str, Any], title: str = "Judge probes"):  # -> rich.table.Table
+    from rich.markup import escape  # prompts and replies are data: "[/x]" must not be read as markup
     from rich.table import Table
 
-    table = Table(title=f"{title}: {report['passed']}/{report['total']} passed")
+    table = Table(title=escape(f"{title}: {report['passed']}/{report['total']} passed"))
     for col in ("kind", "prompt", "bad reply", "good", "bad", "result"):
         table.add_column(col, justify="right" if col in ("good", "bad") else "left")
     for r in report["probes"]:
         result = "[red]ERROR[/red]" if r["passed"] is None else "ok" if r["passed"] else "[red]FAIL[/red]"
         table.add_row(
             r["kind"],
-            _preview(r["prompt"], 40),
-            _preview(r["bad_reply"], 30) or "(empty)",
+            escape(_preview(r["prompt"], 40)),
+            escape(_preview(r["bad_reply"], 30)) or "(empty)",
             _fmt(r["good_score"]),
             _fmt(r["bad_score"]),
             result,
@@ -378,6 +379,7 @@ def warning_panel(report: dict[str, Any], judge: dict[str, Any] | None = None) -
     """A loud panel when a probe failed or could not be scored; None when all passed."""
     if report["ok"] and not report["n_errors"]:
         return None
+    from rich.markup import escape
     from rich.panel import Panel
 
     who = f" {judge['model']}" if judge and judge.get("model") else ""
@@ -392,7 +394,7 @@ def warning_panel(report: dict[str, Any], judge: dict[str, Any] | None = None) -
     ]
     lines += [f"  {e['kind']}: not scored ({_preview(str(e['error']), 60)})" for e in report["errors"][:4]]
     lines.append("Win rates judged by it may reward length or style over correctness.")
-    return Panel("\n".join(lines), title="WARNING: judge sanity probes", border_style="bold red")
+    return Panel(escape("\n".join(lines)), title="WARNING: judge sanity probes", border_style="bold red")
 
 
 def _console():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 
 import pytest
 from hypothesis import given, settings
@@ -187,7 +188,7 @@ def test_verdicts_are_counted_right_and_invariant_to_a_monotone_rescale(values, 
     probes = build_probes()
 
     def judge(convs):
-        return [values[hash(json.dumps(c)) % len(values)] for c in convs]
+        return [values[zlib.crc32(json.dumps(c).encode()) % len(values)] for c in convs]  # stable per run
 
     report = run_probes(judge, probes)
     expected = sum(r["good_score"] > r["bad_score"] for r in report["probes"])
@@ -263,3 +264,22 @@ def test_cli_needs_a_judge():
         main([])
     with pytest.raises(SystemExit, match="error: "):
         main(["--rm", "/no/such/folder"])
+
+
+def test_table_and_panel_print_prompts_verbatim():
+    """Prompts and replies are data: rich markup in them ("[/x]") is shown, never parsed (a parse error would
+    crash the run after the probes were paid for)."""
+    from rich.console import Console
+
+    from eval.judge_probes import probe_table
+
+    probes = [
+        Probe("empty", "What is [/x] in [bold]?", "It is a closing tag.", ""),
+        Probe("repeated", "Why?", "Because it is.", "[/z]" * 9),
+    ]
+    report = run_probes(shorter_wins, probes)
+    console = Console(width=120, record=True)
+    console.print(probe_table(report, "Judge [/q]"))
+    console.print(warning_panel(report, {"model": "m[/a]"}))
+    text = console.export_text()
+    assert "What is [/x] in [bold]?" in text and "m[/a]" in text and "[/z][/z]" in text
