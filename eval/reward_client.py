@@ -24,7 +24,8 @@ trickles its answer cannot hold an item), retries with exponential backoff (and 
 transient), and a fatal stop on a refused key (401/403) or an unknown model (404) instead of failing every item
 one by one. Deadline, retries and redaction are `rewards.api_retry`'s. The API key is passed in by the caller,
 never logged or written, and scrubbed from every error (an endpoint may echo it back); `RewardClient.redact`
-scrubs it from anything else a caller writes.
+scrubs it from anything else a caller writes. `RewardClient.score_many` scores a batch concurrently (the path the
+win rate and the judge probes share); `pick_auto_reward_model` resolves ``--reward_model auto``.
 """
 
 from __future__ import annotations
