@@ -38,7 +38,7 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown bench clean-runs serve-reward eval-winrate leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
+.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown bench clean-runs serve-reward eval-winrate judge-probes leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
@@ -54,6 +54,7 @@ help:
 	@echo "make rloo-ultrafeedback RLOO from runs/sft-smoltalk/model, reward runs/rm-ultrafeedback/model (grpo-...)"
 	@echo "make serve-reward     OpenAI-compatible reward endpoint for a reward model (RM=folder)"
 	@echo "make eval-winrate     win rate vs REFERENCE judged by the reward endpoint (SERVE_RM=folder: all in one)"
+	@echo "make judge-probes     sanity probes for the judge at REWARD_URL/REWARD_MODEL (right reply > bad ones)"
 	@echo "make leaderboard-submit build, validate and (with LEADERBOARD_URL) upload a submission"
 	@echo "make results          every run's summary.json as one table + runs/results.png"
 	@echo "make test             fast offline test suite;  make test-slow: the slow tests"
@@ -133,6 +134,9 @@ REFERENCE ?= Qwen/Qwen2.5-0.5B-Instruct
 WINRATE_PROMPTS ?= 32
 WINRATE_MAX_NEW_TOKENS ?= 96
 WINRATE_ARGS ?=
+# Judge sanity probes (eval.judge_probes) for any endpoint; PROBES_ARGS="--strict" makes a failed probe fail make.
+PROBES_OUTPUT ?= $(RUNS)/judge-probes.json
+PROBES_ARGS ?=
 # Leaderboard submission: METHOD names the training method; LEADERBOARD_URL / LEADERBOARD_TOKEN enable the upload.
 METHOD ?=
 SUBMIT_COUNTDOWN_PROMPTS ?=
@@ -148,6 +152,10 @@ eval-winrate: setup
 		--reward_model $(REWARD_MODEL) --api_key_env $(REWARD_API_KEY_ENV) --n_prompts $(WINRATE_PROMPTS) \
 		--max_new_tokens $(WINRATE_MAX_NEW_TOKENS) --output_root $(RUNS)/winrate \
 		$(if $(SERVE_RM),--serve_rm $(SERVE_RM)) $(WINRATE_ARGS)
+
+judge-probes: setup
+	$(PY) -m eval.judge_probes --reward_url $(REWARD_URL) --reward_model $(REWARD_MODEL) \
+		--api_key_env $(REWARD_API_KEY_ENV) --output $(PROBES_OUTPUT) $(PROBES_ARGS)
 
 leaderboard-submit: setup
 	$(PY) -m eval.submit --model $(MODEL) $(if $(METHOD),--method $(METHOD)) \
@@ -190,9 +198,13 @@ dpo-ultrafeedback: setup $(if $(filter $(SFT_SMOLTALK_MODEL),$(DPO_MODEL)),$(SFT
 	$(LAUNCH) recipes/dpo/run.py --config $(DPO_CONFIG) --model_name_or_path $(DPO_MODEL) \
 		--output_dir $(DPO_OUTPUT) $(ARGS)
 
+# The judge probes run right after training; a failed probe prints a warning panel but never fails the target.
 rm-ultrafeedback: setup
 	$(LAUNCH) recipes/reward/run.py --config recipes/reward/ultrafeedback.yaml --model_name_or_path $(RM_MODEL) \
 		--output_dir $(RUNS)/rm-ultrafeedback/model $(ARGS)
+	$(PY) -m eval.judge_probes --rm $(RUNS)/rm-ultrafeedback/model \
+		--output $(RUNS)/rm-ultrafeedback/judge_probes.json \
+		|| echo "warning: the judge probes of $(RUNS)/rm-ultrafeedback/model did not run (see above)"
 
 # Post-SFT stages (DPO, GRPO, RLOO, RFT) are judged against their start on POST_EVAL_TASKS held-out tasks with a
 # paired test (eval.paired: the difference, its 95% interval, McNemar's p). The start's evaluation is reused from

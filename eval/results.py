@@ -5,7 +5,7 @@
 
 Collects every ``summary.json`` below the folder: Countdown evaluations (`eval.countdown`, metric: accuracy
 with its standard error) and win-rate evaluations (`eval.winrate`, metric: win rate with its 95% Wilson
-interval). One row per summary, in the order the evaluations ran (their ``timestamp``, else the
+interval; the details add the length-controlled and length-matched win rates and the judge probes). One row per summary, in the order the evaluations ran (their ``timestamp``, else the
 file's time), so ``sft-countdown/eval-before`` -> ``sft-countdown/eval-after`` -> ``grpo-countdown/...`` read
 as a progression. A summary that cannot be read
 or is of an unknown kind is reported and skipped, never fatal. The chart has one panel per task, a bar per run,
@@ -82,6 +82,7 @@ def _row(run: str, s: dict[str, Any]) -> Row | None:
         details = f"vs {s.get('reference', '-')}, ties {s.get('ties', 0)}"
         if s.get("n_failed"):
             details += f", failed {s['n_failed']}"
+        details += _winrate_extras(s)
         return Row(
             run,
             "winrate",
@@ -94,6 +95,29 @@ def _row(run: str, s: dict[str, Any]) -> Row | None:
             details,
         )
     return None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _winrate_extras(s: dict[str, Any]) -> str:
+    """Length control and judge probes, when the summary has them (older summaries do not)."""
+    parts = []
+    lc, phi = _number(s.get("length_controlled_win_rate")), _number(s.get("length_effect"))
+    if lc is not None:
+        parts.append(f"LC {lc:.3f}" + (f" (phi {phi:+.2f})" if phi is not None else ""))
+    matched = _number(s.get("length_matched_win_rate"))
+    if matched is not None:
+        parts.append(f"len-matched {matched:.3f} (n {s.get('length_matched_n', '?')})")
+    probes = s.get("judge_probes")
+    if isinstance(probes, dict) and probes.get("skipped"):
+        parts.append("probes skipped")
+    elif isinstance(probes, dict) and "total" in probes:
+        parts.append(
+            f"probes {probes.get('passed')}/{probes['total']}" + ("" if probes.get("ok") else " FAILED")
+        )
+    return "".join(f", {p}" for p in parts)
 
 
 def collect(root: str | Path) -> tuple[list[Row], list[str]]:

@@ -24,7 +24,8 @@ trickles its answer cannot hold an item), retries with exponential backoff (and 
 transient), and a fatal stop on a refused key (401/403) or an unknown model (404) instead of failing every item
 one by one. Deadline, retries and redaction are `rewards.api_retry`'s. The API key is passed in by the caller,
 never logged or written, and scrubbed from every error (an endpoint may echo it back); `RewardClient.redact`
-scrubs it from anything else a caller writes.
+scrubs it from anything else a caller writes. `RewardClient.score_many` scores a batch concurrently (the path the
+win rate and the judge probes share); `pick_auto_reward_model` resolves ``--reward_model auto``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -350,6 +352,15 @@ class ClientStats:
             "errors": dict(self.errors),
         }
 
+    def since(self, before: dict[str, Any]) -> dict[str, Any]:
+        """The counts added after ``before`` (an earlier `to_dict`): one phase's requests when a client serves
+        several (the judge probes, then the win-rate items)."""
+        now = self.to_dict()
+        out: dict[str, Any] = {k: now[k] - before.get(k, 0) for k in now if k != "errors"}
+        errors = {k: v - before.get("errors", {}).get(k, 0) for k, v in now["errors"].items()}
+        out["errors"] = {k: v for k, v in errors.items() if v}
+        return out
+
 
 class RewardClient:
     """Scores conversations through an OpenAI-compatible reward endpoint; thread-safe (one per run).
@@ -450,6 +461,16 @@ class RewardClient:
         self.stats.add("scored")
         return ScoreResult(score=value, attempts=attempts)
 
+    def score_many(self, conversations: Sequence[Messages], concurrency: int = 8) -> list[ScoreResult]:
+        """`score` for each conversation, at most ``concurrency`` requests in flight, in order; a conversation
+        given twice is asked for once."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        jobs = {cache_key(self.model, c): c for c in conversations}
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            results = dict(zip(jobs, pool.map(self.score, jobs.values()), strict=True))
+        return [results[cache_key(self.model, c)] for c in conversations]
+
     def list_models(self) -> list[dict[str, Any]]:
         """``/v1/models`` entries (id, and ``max_model_len`` where the server says it); [] if unsupported."""
         import openai
@@ -476,3 +497,21 @@ class RewardClient:
             )
             return []
         raise RewardEndpointError(message)
+
+
+def pick_auto_reward_model(models: list[dict[str, Any]], base_url: str) -> str:
+    """``--reward_model auto``: the endpoint's only model. A shared endpoint lists many (NVIDIA's lists chat
+    models first), and scoring with an arbitrary one would be wrong, so several is an error."""
+    ids = [str(m.get("id")) for m in models if m.get("id")]
+    if len(ids) == 1:
+        return ids[0]
+    where = f"{redact_url(base_url)}/models"
+    if not ids:
+        raise RewardEndpointError(
+            f"--reward_model auto: {where} lists no model; pass --reward_model ID (REWARD_MODEL=ID for make)"
+        )
+    shown = ", ".join(ids[:5]) + (f", ... ({len(ids)} in all)" if len(ids) > 5 else "")
+    raise RewardEndpointError(
+        f"--reward_model auto: {where} lists {len(ids)} models ({shown}), so which one judges is ambiguous; "
+        f"pass --reward_model ID (REWARD_MODEL=ID for make), e.g. nvidia/llama-3.1-nemotron-70b-reward"
+    )

@@ -19,6 +19,13 @@ endpoint answers unreadably is retried and, if it stays unreadable, listed as fa
 parameters, seed, model revisions (and the resolved hub commit, or a fingerprint of a local folder's files) and
 the git commit: the summary at its top level, each result line in its ``run`` field.
 
+Before anything is generated the judge answers the sanity probes of `eval.judge_probes` through the same client
+(a right reply must outscore an empty, repeated, off-topic or wrong one): ``judge_probes`` in the summary,
+``judge_probes.json`` in full, a loud warning when one fails, a stop with ``--stop_on_probe_failure``
+(``--skip_probes`` for a paid judge). `eval.length_control` adds the length-controlled win rate (AlpacaEval-2
+style: the predicted win rate at equal lengths), the judge's length effect and the win rate of length-matched
+pairs, and the answers' length statistics.
+
 Costs are paid once: generations are cached in ``<output_dir>/generations/`` (keyed by model, revision, a
 fingerprint of a local model folder's config, weight and tokenizer files, sampling parameters and prompts) and rewards in an append-only cache keyed by (endpoint model, messages)
 (``--reward_cache``), so re-running the same command after a crash, a kill or a partial failure only does the
@@ -42,17 +49,19 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from eval.reward_client import (  # noqa: F401 (parse_reward and RewardParseError are part of this API)
+from eval import judge_probes
+from eval.length_control import length_report
+from eval.reward_client import (  # noqa: F401 (parse_reward, RewardParseError, pick_auto_reward_model: this API)
     RewardClient,
     RewardEndpointError,
     RewardParseError,
     ScoreResult,
     parse_reward,
+    pick_auto_reward_model,
     redact_url,
 )
 from posttrain.io import atomic_write_json, atomic_write_jsonl
@@ -383,10 +392,10 @@ def _conversation_key(conversation: Conversation) -> str:
 def score_conversations(
     client: RewardClient, conversations: dict[str, list[Conversation]], concurrency: int
 ) -> dict[str, ScoreResult]:
-    """Each distinct conversation scored once (identical answers of policy and reference are one request)."""
-    jobs = {_conversation_key(c): c for role in ROLES for c in conversations[role]}
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return dict(zip(jobs, pool.map(client.score, jobs.values()), strict=True))
+    """Each distinct conversation of every group (role) scored once: identical answers of policy and
+    reference are one request."""
+    jobs = {_conversation_key(c): c for group in conversations.values() for c in group}
+    return dict(zip(jobs, client.score_many(list(jobs.values()), concurrency), strict=True))
 
 
 def run_provenance(
@@ -475,6 +484,60 @@ def win_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+class JudgeProbesFailed(RuntimeError):
+    """The judge failed a sanity probe and the caller asked to stop (``--stop_on_probe_failure``)."""
+
+    def __init__(self, report: dict[str, Any]):
+        self.report = report
+        kinds = sorted({f["kind"] for f in report["failed"]})
+        super().__init__(
+            f"the judge failed {report['n_failed']} of {report['total']} sanity probes ({', '.join(kinds)}); "
+            f"stopped before generating (--stop_on_probe_failure). Details: {report.get('path')}"
+        )
+
+
+def probe_judge(
+    client: RewardClient,
+    tokenizer: Any,
+    budget: int,
+    *,
+    concurrency: int,
+    output_dir: Path,
+    judge: dict[str, Any],
+    probes: Sequence[judge_probes.Probe] | None = None,
+    show: bool = True,
+) -> dict[str, Any]:
+    """The judge sanity probes through this run's client (its cache, retries and token limit); the full report
+    goes to ``<output_dir>/judge_probes.json``, the compact one (no per-probe list) is returned. A failed probe
+    is a warning (a panel when ``show``)."""
+
+    def prepare(conv: Conversation) -> Conversation:
+        prompt, reply, _ = truncate_pair(conv[0]["content"], conv[1]["content"], tokenizer, budget)
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]
+
+    before = client.stats.to_dict()
+    score = judge_probes.client_scorer(client, concurrency=concurrency, prepare=prepare)
+    report = judge_probes.run_probes(score, probes)
+    report = client.redact(report | {"judge": judge, "requests": client.stats.since(before)})
+    path = atomic_write_json(output_dir / "judge_probes.json", report)
+    compact = judge_probes.compact(report) | {"path": str(path)}
+    if not report["ok"] or report["n_errors"]:
+        logger.warning(
+            "judge %s: %d of %d sanity probes failed, %d not scored (%s)",
+            judge.get("model"),
+            report["n_failed"],
+            report["total"],
+            report["n_errors"],
+            path,
+        )
+        panel = judge_probes.warning_panel(report, judge)
+        if show and panel is not None:
+            _console().print(panel)
+    else:
+        logger.info("judge %s passed all %d sanity probes", judge.get("model"), report["total"])
+    return compact
+
+
 def evaluate_winrate(
     *,
     model: str,
@@ -495,19 +558,48 @@ def evaluate_winrate(
     responses: dict[str, list[str]] | None = None,
     progress: bool = True,
     print_table: bool = True,
+    judge: dict[str, Any] | None = None,
+    run_judge_probes: bool = True,
+    stop_on_probe_failure: bool = False,
+    probes: Sequence[judge_probes.Probe] | None = None,
 ) -> dict[str, Any]:
-    """Generate (or reuse), score, write ``results.jsonl`` and ``summary.json``; return the summary.
+    """Probe the judge, generate (or reuse), score, write ``results.jsonl`` and ``summary.json``; return the
+    summary.
 
     ``responses`` (``{"policy": [...], "reference": [...]}``) skips generation, for callers that already
-    hold the answers. The endpoint's API key is scrubbed from everything written or printed (an endpoint may
-    echo it back).
+    hold the answers. ``judge`` describes the endpoint (`eval.judge_probes.describe_judge`; default: from the
+    client's model id and URL). Unless ``run_judge_probes`` is False, the judge sanity probes
+    (`eval.judge_probes`, default set unless ``probes``) are scored first through the same client, cut to the
+    same token limit; with ``stop_on_probe_failure`` a failed probe raises `JudgeProbesFailed` before anything is
+    generated. The endpoint's API key is scrubbed from everything written or printed (an endpoint may echo it
+    back).
     """
     from posttrain.models import load_tokenizer
 
     budget = _scoring_budget(max_reward_tokens, reward_token_margin, concurrency)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    run_started = time.perf_counter()
+    # Token counting for the endpoint's limit: the endpoint's own tokenizer is rarely available (Nemotron's is
+    # Llama 3.1's), so a stand-in counts; the margin absorbs the difference and the chat markup.
+    tokenizer = load_tokenizer(count_tokenizer or model)
+    judge = client.redact(judge or judge_probes.describe_judge(client.model, client.base_url))
+    probe_summary: dict[str, Any] = {"skipped": True}
+    if run_judge_probes:
+        probe_summary = probe_judge(
+            client,
+            tokenizer,
+            budget,
+            concurrency=concurrency,
+            output_dir=out,
+            judge=judge,
+            probes=probes,
+            show=print_table,
+        )
+        if stop_on_probe_failure and not probe_summary["ok"]:
+            raise JudgeProbesFailed(probe_summary)
     started = time.perf_counter()
+    items_before = client.stats.to_dict()
     reused: dict[str, bool] = {}
     if responses is None:
         models = {"policy": (model, model_revision), "reference": (reference, reference_revision)}
@@ -516,9 +608,6 @@ def evaluate_winrate(
         )
     gen_seconds = time.perf_counter() - started
 
-    # Token counting for the endpoint's limit: the endpoint's own tokenizer is rarely available (Nemotron's is
-    # Llama 3.1's), so a stand-in counts; the margin absorbs the difference and the chat markup.
-    tokenizer = load_tokenizer(count_tokenizer or model)
     conversations, truncated = build_conversations(prompts, responses, tokenizer, budget)
     score_started = time.perf_counter()
     scores = score_conversations(client, conversations, concurrency)
@@ -539,18 +628,22 @@ def evaluate_winrate(
         **provenance,
         "reference_fallback": reference_fallback,
         "reward_endpoint": redact_url(client.base_url),
+        "judge": judge,
+        "judge_probes": probe_summary,
         "prompt_source": prompt_source,
         "n_prompts": len(prompts),
         **win_statistics(rows),
+        **length_report(rows),
         "truncated": {role: sum(truncated[role]) for role in ROLES},
         "max_reward_tokens": max_reward_tokens,
         "reward_token_margin": reward_token_margin,
         "count_tokenizer": count_tokenizer or model,
-        "requests": client.stats.to_dict() | {"distinct_conversations": len(scores)},
+        # This run's items only: the probes' requests are counted in judge_probes.json.
+        "requests": client.stats.since(items_before) | {"distinct_conversations": len(scores)},
         "generations_reused": reused,
         "generation_seconds": round(gen_seconds, 3),
         "scoring_seconds": round(score_seconds, 3),
-        "wall_time_s": round(time.perf_counter() - started, 3),
+        "wall_time_s": round(time.perf_counter() - run_started, 3),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "results_path": str(out / "results.jsonl"),
         "failed": failed,
@@ -576,7 +669,6 @@ def format_win_rate(summary: dict[str, Any]) -> str:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(
@@ -602,12 +694,53 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_row(
         "requests (retries) / cache hits", f"{req['requests']} ({req['retries']}) / {req['cache_hits']}"
     )
+    for label, value in length_rows(summary):
+        table.add_row(label, value)
+    probes = summary.get("judge_probes") or {}
+    if probes.get("skipped"):
+        table.add_row("judge probes", "skipped")
+    elif "total" in probes:
+        text = f"{probes['passed']} / {probes['total']} passed"
+        table.add_row("judge probes", text if probes["ok"] else f"[bold red]{text}: FAILED[/bold red]")
     table.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
-    console = Console(file=sys.stdout)
-    if not console.is_terminal:
-        console = Console(file=sys.stdout, width=120)
+    console = _console()
     console.print(table)
     print(format_win_rate(summary))
+
+
+def length_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The length-control lines of the summary table (label, value)."""
+    rows = []
+    lc = summary.get("length_controlled_win_rate")
+    if lc is not None:
+        rows.append(("length-controlled win rate (phi)", f"{lc:.3f} ({summary['length_effect']:+.2f})"))
+    elif "length_control" in summary:
+        reason = summary["length_control"]["chars"]["fit"]["reason"]
+        rows.append(("length-controlled win rate", f"n/a ({reason})"))
+    if summary.get("length_matched_n"):
+        rows.append(
+            (
+                "length-matched win rate (n)",
+                f"{summary['length_matched_win_rate']:.3f} ({summary['length_matched_n']})",
+            )
+        )
+    lengths = summary.get("lengths") or {}
+    if lengths.get("policy", {}).get("mean_chars") is not None:
+        pol, ref = lengths["policy"], lengths["reference"]
+        rows.append(
+            (
+                "mean length chars (words) policy / reference",
+                f"{pol['mean_chars']:.0f} ({pol['mean_words']:.0f}) / {ref['mean_chars']:.0f} ({ref['mean_words']:.0f})",
+            )
+        )
+    return rows
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console(file=sys.stdout)
+    return console if console.is_terminal else Console(file=sys.stdout, width=120)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -619,24 +752,6 @@ def _slug(text: str) -> str:
     """``runs/dpo-ultrafeedback/model`` -> ``dpo-ultrafeedback``; ``Qwen/Qwen2.5-0.5B`` -> ``Qwen_Qwen2.5-0.5B``."""
     parts = [p for p in text.strip("/").split("/") if p not in ("", ".", "runs", "model")] or ["model"]
     return "_".join("".join(c if c.isalnum() or c in "-." else "-" for c in p) for p in parts)[-60:]
-
-
-def pick_auto_reward_model(models: list[dict[str, Any]], base_url: str) -> str:
-    """``--reward_model auto``: the endpoint's only model. A shared endpoint lists many (NVIDIA's lists chat
-    models first), and scoring with an arbitrary one would be wrong, so several is an error."""
-    ids = [str(m.get("id")) for m in models if m.get("id")]
-    if len(ids) == 1:
-        return ids[0]
-    where = f"{redact_url(base_url)}/models"
-    if not ids:
-        raise RewardEndpointError(
-            f"--reward_model auto: {where} lists no model; pass --reward_model ID (REWARD_MODEL=ID for make)"
-        )
-    shown = ", ".join(ids[:5]) + (f", ... ({len(ids)} in all)" if len(ids) > 5 else "")
-    raise RewardEndpointError(
-        f"--reward_model auto: {where} lists {len(ids)} models ({shown}), so which one judges is ambiguous; "
-        f"pass --reward_model ID (REWARD_MODEL=ID for make), e.g. nvidia/llama-3.1-nemotron-70b-reward"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -689,6 +804,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--count_tokenizer", default=None, help="tokenizer that counts toward the limit (default: --model)"
     )
     r.add_argument("--reward_cache", default="runs/reward-cache/scores.jsonl", help="'' disables the cache")
+    r.add_argument(
+        "--skip_probes",
+        action="store_true",
+        help="do not run the judge sanity probes (eval.judge_probes) first, e.g. for a paid remote judge",
+    )
+    r.add_argument(
+        "--stop_on_probe_failure",
+        action="store_true",
+        help="exit non-zero before generating when the judge fails a sanity probe (default: a warning)",
+    )
     s = p.add_argument_group("sampling (the same for policy and reference)")
     s.add_argument("--max_new_tokens", type=int, default=256)
     s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -781,7 +906,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             reward_token_margin=args.reward_token_margin,
             count_tokenizer=args.count_tokenizer,
             progress=not args.no_progress,
+            judge=judge_probes.describe_judge(
+                client.model, base_url, listing=models, kind="reward-model" if args.serve_rm else None
+            ),
+            run_judge_probes=not args.skip_probes,
+            stop_on_probe_failure=args.stop_on_probe_failure,
         )
+    except JudgeProbesFailed as exc:
+        raise SystemExit(redact(f"error: {exc}", api_key)) from None
     except (ValueError, FileNotFoundError, RewardEndpointError) as exc:
         raise SystemExit(redact(f"error: {exc}", api_key)) from None  # an endpoint may echo the key
     except ModelNotAvailableError as exc:

@@ -100,3 +100,33 @@ def test_empty_or_missing_runs_folder(tmp_path):
         main([str(tmp_path)])
     with pytest.raises(SystemExit, match="is not a folder"):
         main([str(tmp_path / "missing")])
+
+
+def test_winrate_details_show_length_control_and_judge_probes(tmp_path):
+    base = {"task": "winrate", "model": "m", "reference": "r", "win_rate": 0.7, "win_rate_ci95": [0.6, 0.8]}
+    _write(
+        tmp_path / "a/summary.json",
+        base
+        | {
+            "length_controlled_win_rate": 0.55,
+            "length_effect": 1.234,
+            "length_matched_win_rate": 0.5,
+            "length_matched_n": 12,
+            "judge_probes": {"passed": 13, "total": 15, "ok": False},
+            "timestamp": "2026-01-01T00:00:00+00:00",
+        },
+    )
+    _write(
+        tmp_path / "b/summary.json",
+        base
+        | {
+            "length_controlled_win_rate": None,
+            "length_effect": None,
+            "judge_probes": {"skipped": True},
+            "timestamp": "2026-01-02T00:00:00+00:00",
+        },
+    )
+    (a, b), _ = collect(tmp_path)
+    assert "LC 0.550 (phi +1.23)" in a.details and "len-matched 0.500 (n 12)" in a.details
+    assert "probes 13/15 FAILED" in a.details
+    assert b.details == "vs r, ties 0, probes skipped"  # no length-control numbers: nothing shown for them

@@ -285,6 +285,31 @@ def test_winrate_end_to_end_against_local_reward_server(
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert saved["win_rate"] == second["win_rate"]
 
+    # The judge and its sanity probes, scored first through the same client (and cached like the items).
+    assert saved["judge"]["model"] == scorer.served_model_name
+    assert saved["judge"]["base_url"] == server.url
+    probes = saved["judge_probes"]
+    assert probes["total"] == 15 and probes["passed"] + probes["n_failed"] + probes["n_errors"] == 15
+    assert probes["ok"] == (probes["n_failed"] == 0) and "probes" not in probes
+    assert all({"kind", "good_score", "bad_score"} <= set(f) for f in probes["failed"])
+    full = json.loads((tmp_path / "out" / "judge_probes.json").read_text())
+    distinct = {
+        json.dumps([r["prompt"], reply])
+        for r in full["probes"]
+        for reply in (r["good_reply"], r["bad_reply"])
+    }
+    # This file is the re-run's: its probes were all cache hits, nothing was asked.
+    assert len(full["probes"]) == 15 and full["requests"]["requests"] == 0
+    assert full["requests"]["cache_hits"] == len(distinct)
+    # Length control: the fields exist, lengths match the answers, estimates are numbers or None with a reason.
+    policy_chars = [len(r["policy_response"]) for r in rows]
+    assert saved["lengths"]["policy"]["mean_chars"] == pytest.approx(sum(policy_chars) / 6)
+    assert set(saved["lengths"]["reference"]) == {"mean_chars", "median_chars", "mean_words", "median_words"}
+    fit = saved["length_control"]["chars"]["fit"]
+    assert saved["length_controlled_win_rate"] == fit["win_rate"] and saved["length_effect"] == fit["phi"]
+    assert (fit["win_rate"] is None) == (fit["reason"] is not None)
+    assert saved["length_matched_n"] == saved["length_control"]["chars"]["matched"]["n"] <= 6
+
 
 def test_cli_offline_self_comparison_counts_ties(tmp_path, tiny_model_dir, tiny_rm_dir, capsys, monkeypatch):
     monkeypatch.setenv("REWARD_API_KEY", "do-not-leak-me")
@@ -319,6 +344,13 @@ def test_cli_offline_self_comparison_counts_ties(tmp_path, tiny_model_dir, tiny_
     assert summary["generations_reused"] == {"policy": False, "reference": True}
     assert summary["max_reward_tokens"] == 1024  # read from the server's /v1/models
     assert "win rate 0.000 [95% CI 0.000, 0.490]" in out
+    # --serve_rm: the judge is known to be a reward model; 4 tied prompts leave nothing to fit for length control.
+    assert summary["judge"]["kind"] == "reward-model" and summary["judge"]["root"]
+    assert summary["judge_probes"]["total"] == 15 and "judge probes" in out
+    assert summary["length_controlled_win_rate"] is None and summary["length_effect"] is None
+    assert "at least 5" in summary["length_control"]["chars"]["fit"]["reason"]
+    assert summary["length_matched_win_rate"] == 0.5 and summary["length_matched_n"] == 4
+    assert "length-controlled win rate" in out and "n/a" in out
     files = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
     assert "do-not-leak-me" not in files + out
 
@@ -472,6 +504,7 @@ def test_fault_injection_every_item_scored_or_failed_and_nothing_twice(tmp_path,
                 responses={"policy": policy, "reference": reference},
                 progress=False,
                 print_table=False,
+                run_judge_probes=False,  # this test counts the endpoint's requests for the items alone
             )
 
         first = run()
@@ -505,7 +538,9 @@ def test_cli_exits_non_zero_while_items_fail_and_a_rerun_asks_only_for_them(tmp_
     argv = ["--model", str(tiny_model_dir), "--reference", str(tiny_model_dir), "--prompts", str(prompts),
             "--reward_model", "judge", "--max_reward_tokens", "1024", "--max_retries", "1", "--backoff_s", "0.01",
             "--max_new_tokens", "4", "--backend", "hf", "--output_dir", str(tmp_path / "out"),
-            "--reward_cache", str(tmp_path / "cache.jsonl"), "--no_progress"]  # fmt: skip
+            "--reward_cache", str(tmp_path / "cache.jsonl"), "--no_progress",
+            "--skip_probes"]  # fmt: skip
+    # --skip_probes: this test counts the endpoint's requests for the items alone.
     server = FaultyRewardServer(lambda text: [])
     server.fail_prompts = {"Name a fruit."}  # every answer for it is a 500 in the first run
     try:
@@ -526,6 +561,59 @@ def test_cli_exits_non_zero_while_items_fail_and_a_rerun_asks_only_for_them(tmp_
     assert server.asked[len(asked_first) :] == ["Name a fruit."]
     assert rerun["n_failed"] == 0 and rerun["n_scored"] == 3
     assert rerun["requests"]["cache_hits"] == 2 and rerun["requests"]["requests"] == 1
+
+
+def test_stop_on_probe_failure_stops_before_generating(tmp_path, tiny_model_dir, monkeypatch):
+    """The fault server scores len(response): a judge that loves long replies fails the repeated and off-topic
+    probes, so --stop_on_probe_failure ends the run before any answer is generated or any prompt scored."""
+    import eval.winrate as winrate
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Name a colour.\nName a fruit.\n")
+    argv = ["--model", str(tiny_model_dir), "--reference", str(tiny_model_dir), "--prompts", str(prompts),
+            "--reward_model", "judge", "--max_reward_tokens", "1024", "--max_new_tokens", "4", "--backend", "hf",
+            "--output_dir", str(tmp_path / "out"), "--reward_cache", str(tmp_path / "cache.jsonl"),
+            "--no_progress"]  # fmt: skip
+    generated: list[str] = []
+    real_generate = winrate.generate
+
+    def counting_generate(model, *args, **kwargs):
+        generated.append(model)
+        return real_generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(winrate, "generate", counting_generate)
+    server = FaultyRewardServer(lambda text: [])
+    try:
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--reward_url", server.url, "--stop_on_probe_failure"])
+        asked_when_stopped = list(server.asked)
+        generated_when_stopped = list(generated)
+        written_when_stopped = sorted(p.name for p in (tmp_path / "out").iterdir())
+        # Without the flag the same judge is only a warning: the run completes and records the failure.
+        summary = main([*argv, "--reward_url", server.url])
+        asked_with_probes = len(server.asked)
+        skipped = main(
+            [*argv, "--reward_url", server.url, "--skip_probes", "--output_dir", str(tmp_path / "o2")]
+        )
+    finally:
+        server.close()
+    message = str(info.value.code)
+    assert message.startswith("error: the judge failed") and "--stop_on_probe_failure" in message
+    assert "repeated" in message and "off_topic" in message
+    assert generated_when_stopped == [] and written_when_stopped == ["judge_probes.json"]
+    assert asked_when_stopped and not {"Name a colour.", "Name a fruit."} & set(asked_when_stopped)
+    stopped_report = summary["judge_probes"]
+    assert not stopped_report["ok"] and stopped_report["by_kind"]["repeated"]["passed"] == 0
+    assert summary["n_scored"] == 2 and summary["judge"] == {
+        "model": "judge",
+        "base_url": server.url,
+        "kind": None,  # a loopback endpoint that lists no model: unknown
+        "root": None,
+    }
+    # The second run's probes came from the cache; the third asked for its two items only.
+    assert asked_with_probes == len(asked_when_stopped) + 2
+    assert skipped["judge_probes"] == {"skipped": True} and len(server.asked) == asked_with_probes
+    assert skipped["requests"]["cache_hits"] == 2
 
 
 class _StatusServer(_LocalServer):
