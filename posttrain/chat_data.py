@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.io import atomic_write_jsonl
-from rewards.chat_verifier import CAPITALS, OPPOSITE_ALTERNATIVES, OPPOSITES
+from rewards.chat_verifier import CAPITALS, OPPOSITE_ALTERNATIVES, OPPOSITE_DECOYS, OPPOSITES
 
 logger = logging.getLogger(__name__)
 
@@ -272,17 +272,17 @@ _SMOLTALK_STYLES: dict[str | None, tuple[tuple[str, ...], tuple[float, ...]]] = 
     _SYSTEM_PROMPTS[1]: (("terse", "sentence"), (0.4, 0.6)),
     _SYSTEM_PROMPTS[2]: (("explain", "paragraphs"), (0.5, 0.5)),
 }
-# Rejected replies: mostly wrong-but-plausible, a minority evasive or off-task (about 70/15/15 overall). The mix
-# differs by family so that digits tell nothing either: a no-answer reply to a number question holds no digits,
-# so word questions get more no-answer replies, and theirs are mostly digit-heavy (another prompt's numbers).
-REJECTED_KINDS = ("wrong", "evasive", "off_task")
-# Families whose answer is a number: another prompt's answer for them must hold no digits (a word family's).
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|\Z)")
+# Families whose answer is a number: a no-answer reply to them holds no digits at all.
 _NUMERIC_FAMILIES = ("arithmetic", "count_letters", "sort_numbers")
 _DIGIT_FAMILIES = (*_NUMERIC_FAMILIES, "parity")  # their replies hold digits
+# Rejected replies: mostly wrong-but-plausible, a minority evasive or off-task (train_prefs: 68/15/18). The mix
+# differs by family so that digits tell nothing either: since a no-answer reply to a number question holds no
+# digits, word questions get more no-answer replies, and theirs mostly hold digits (another prompt's numbers).
+REJECTED_KINDS = ("wrong", "evasive", "off_task")
 _REJECTED_WEIGHTS = {"number": (0.8, 0.1, 0.1), "parity": (0.7, 0.15, 0.15), "word": (0.4, 0.25, 0.35)}
 _COUNTDOWN_SHARE = 1 / 3  # of the off-task replies, where a Countdown expression is off-task
 _TAGGED_SHARE = 0.05  # pairs whose two replies both end in <answer> tags
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|\Z)")
 
 
 @dataclass(frozen=True)
@@ -376,8 +376,8 @@ def _sort_numbers(rng: random.Random) -> ChatTask:
 
 def _capital(rng: random.Random) -> ChatTask:
     country = rng.choice(sorted(CAPITALS))
-    wrong = rng.choice([c for k, c in sorted(CAPITALS.items()) if k != country])
     others = [c for k, c in sorted(CAPITALS.items()) if k != country]
+    wrong = rng.choice(others)
     return ChatTask(
         f"What is the capital of {country}?",
         CAPITALS[country],
@@ -391,9 +391,8 @@ def _opposite(rng: random.Random) -> ChatTask:
     wrong = rng.choice([w for w in sorted(OPPOSITES) if w != word])
     # A decoy of the same scale where there is one, else other words of the vocabulary (never a right opposite).
     right = [OPPOSITES[word], *OPPOSITE_ALTERNATIVES.get(word, ())]
-    decoys = {"hot": ("warm", "cool"), "tall": ("small", "big"), "strong": ("small",), "rich": ("big",)}
     vocabulary = sorted({w for pair in OPPOSITES.items() for w in pair})
-    near = [*decoys.get(word, ()), wrong, *vocabulary]
+    near = [*OPPOSITE_DECOYS.get(word, ()), wrong, *vocabulary]
     return ChatTask(
         f"What is the opposite of '{word}'?",
         OPPOSITES[word],
@@ -486,7 +485,7 @@ def _arithmetic_parts(task: ChatTask, v: int, rng: random.Random) -> _Parts:
             f"A quick estimate agrees: {ra} {sym} {rb} is about {estimate}, close to {v}.",
         ],
         finals=_finals(str(v), f"So {expr} = {v}.", f"That gives {v}."),
-        remark="Splitting a number into tens and ones keeps every step small enough to do in your head.",
+        remark="Splitting a number into tens and ones keeps every step easy enough to do in your head.",
     )
 
 

@@ -72,11 +72,16 @@ OPPOSITE_ALTERNATIVES: dict[str, tuple[str, ...]] = {
     "happy": ("unhappy",),
 }
 # Near misses the fixture uses as wrong answers: words of the same scale that are not the opposite.
-OPPOSITE_DECOYS = ("warm", "cool", "small", "big")
+OPPOSITE_DECOYS: dict[str, tuple[str, ...]] = {
+    "hot": ("warm", "cool"),
+    "tall": ("small", "big"),
+    "strong": ("small",),
+    "rich": ("big",),
+}
 OPPOSITE_VOCABULARY = frozenset(
     {w for pair in OPPOSITES.items() for w in pair}
     | {w for alts in OPPOSITE_ALTERNATIVES.values() for w in alts}
-    | set(OPPOSITE_DECOYS)
+    | {w for decoys in OPPOSITE_DECOYS.values() for w in decoys}
 )
 
 Status = Literal["correct", "wrong", "no_answer"]

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from posttrain.chat_data import smoltalk_fixture_rows, ultrafeedback_fixture_rows
+from posttrain.chat_data import (
+    STYLES,
+    TASK_FAMILIES,
+    evasive_reply,
+    off_task_reply,
+    render_reply,
+    smoltalk_fixture_rows,
+    ultrafeedback_fixture_rows,
+)
 from rewards.chat_verifier import (
     FAMILIES,
     JUDGE_ID,
@@ -233,6 +242,28 @@ def test_every_fixture_pair_verifies_as_labelled(split: str) -> None:
         assert chosen.status == "correct" and chosen.score == 1.0, (i, prompt, chosen)
         expected = "wrong" if row["score_rejected"] >= 3 else "no_answer"
         assert rejected.status == expected, (i, prompt, row["rejected"][-1]["content"], rejected)
+
+
+@pytest.mark.parametrize("family", sorted(TASK_FAMILIES))
+def test_every_candidate_reply_of_every_style_verifies_as_built(family: str) -> None:
+    """Beyond the rows drawn: every wrong candidate, evasive and off-task reply the generators can make."""
+    rng = random.Random(f"verify-all:{family}")
+    for _ in range(25):
+        task = TASK_FAMILIES[family](rng)
+        for style in STYLES:
+            seed = rng.getrandbits(32)
+            for tagged in (False, True):
+                right = render_reply(family, task, task.answer, style, seed, tagged=tagged)
+                assert verify(task.question, right).status == "correct", right
+                for value in task.wrong:
+                    wrong = render_reply(family, task, value, style, seed, tagged=tagged)
+                    assert verify(task.question, wrong).status == "wrong", wrong
+            no_answers = [evasive_reply(family, task, style, right, rng)]
+            no_answers += [off_task_reply(family, style, right, rng, test=t) for t in (False, True)]
+            if family not in ("arithmetic", "count_letters", "sort_numbers", "parity"):
+                no_answers.append(off_task_reply(family, style, right, rng, test=False, countdown=True))
+            for reply in no_answers:
+                assert verify(task.question, reply).status == "no_answer", reply
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
