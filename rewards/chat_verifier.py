@@ -1,8 +1,11 @@
 """A verifiable judge for the chat fixture's task families: the reply's LAST stated answer decides.
 
 `verify(prompt, reply)` recognises the prompt with anchored regexes mirroring the question templates of
-`posttrain.chat_data` (a system prompt may precede the question), reads the last answer of the family's kind in
-the reply and compares it with the right one. Scores:
+`posttrain.chat_data` (a system prompt may precede the question) and reads the last answer of the family's kind:
+the last number (arithmetic, count_letters), the last list of as many numbers as the prompt gives (sort_numbers),
+the last known capital, the last word of the opposites vocabulary other than the prompt's, the last even/odd, the
+last anagram of the word (reverse), the last occurrence of the phrase, which must be all capitals (uppercase).
+Scores:
 
 - correct: 1.0, minus a concision penalty (0 up to 120 words, growing linearly to 0.2 at 600 words and beyond)
   and minus 0.2 when the reply is highly repetitive (one line or sentence of 8+ characters 3+ times): 0.6 to 1.0;
@@ -10,8 +13,9 @@ the reply and compares it with the right one. Scores:
 - no_answer: -1.0 (nothing of the family's kind: empty, off-topic, a Countdown expression for a word task).
 
 A prompt of no fixture family raises `UnknownPromptError`. Hostile text is bounded: only the first
-`MAX_REPLY_CHARS` characters of a reply are read, every regex is linear (no nested quantifiers), nothing is
-evaluated. The vocabularies (capitals, opposites) live here and the fixture imports them, so both agree.
+`MAX_REPLY_CHARS` characters of a reply are read (a huge reply gets the full length penalty), every regex runs
+in linear time (no ambiguous nested quantifiers), nothing is evaluated. The vocabularies (capitals, opposites)
+live here and the fixture imports them, so both agree.
 """
 
 from __future__ import annotations
@@ -204,9 +208,8 @@ def _last_number(text: str) -> tuple[Fraction, str] | None:
         return None
     sign, digits, decimals = last.groups()
     digits, decimals = digits.replace(",", ""), (decimals or "").rstrip("0")
-    if (
-        len(digits) + len(decimals) > MAX_DIGITS
-    ):  # a number, but no answer is that long (and int() would refuse)
+    # A number, but no answer is that long (and int() refuses 4300+ digits).
+    if len(digits) + len(decimals) > MAX_DIGITS:
         return _NEVER_RIGHT, last.group()
     value = Fraction(int(digits)) + (Fraction(int(decimals), 10 ** len(decimals)) if decimals else 0)
     return (-value if sign else value), last.group()
@@ -214,7 +217,7 @@ def _last_number(text: str) -> tuple[Fraction, str] | None:
 
 def _last_list(text: str, k: int) -> list[int | None] | None:
     """The last run of at least `k` integers written as one list (commas, "and", arrows, bullets between)."""
-    best: list[int] | None = None
+    best: list[int | None] | None = None
     run: list[int | None] = []
     end = -1
     for m in _INTEGER.finditer(text):
@@ -279,6 +282,7 @@ def _is_right(q: _Question, value: Any) -> bool:
 
 
 def _penalties(reply: str, text: str) -> tuple[float, list[str]]:
+    # Words of the whole reply, not only the part read; far beyond the part read it is verbose anyway.
     words = len(reply.split()) if len(reply) <= 4 * MAX_REPLY_CHARS else VERBOSE_WORDS
     notes = []
     length = MAX_LENGTH_PENALTY * min(
