@@ -1,6 +1,8 @@
-"""A local, OpenAI-compatible reward endpoint around any sequence-classification reward model.
+"""A local, OpenAI-compatible reward endpoint around any sequence-classification reward model, or the verifiable
+judge of the chat fixture's task families.
 
     python -m eval.reward_server --rm runs/rm-ultrafeedback/model --port 8000
+    python -m eval.reward_server --judge verifiable --port 8000     # rewards.chat_verifier: no model, no GPU
     make serve-reward RM=runs/rm-ultrafeedback/model
 
 It answers ``POST /v1/chat/completions`` like Llama-3.1-Nemotron-70B-Reward behind NVIDIA's API: plain messages
@@ -9,6 +11,8 @@ in (user prompt, assistant response), ``reward:<float>`` as the message content 
 lists the served id (``<folder>-<fingerprint>``) with ``max_model_len``; ``GET /health`` answers ok.
 Conversations are tokenised the way TRL's RewardTrainer does (the chat template, right padding); concurrent
 requests are scored together in batches by one worker thread that owns the model, with the same scores as alone.
+The verifiable judge (``verifiable-judge-v1``) goes through the same app: same endpoints, auth, limits and answer
+format; a prompt of no fixture family gets 400 (serve a reward model for those). `build_scorer` makes either.
 
 FastAPI on uvicorn: the HTTP parsing, connection handling and limits are the maintained stack's, not ours.
 """
@@ -30,7 +34,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -40,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from posttrain.models import model_fingerprint
+from rewards.chat_verifier import FAMILIES, JUDGE_ID, UnknownPromptError, parse_prompt, verify
 from rewards.reward_model import (
     DTYPES,
     RewardModelError,
@@ -53,6 +58,10 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_S = 30.0
 ROLES = ("system", "user", "assistant")
 DEFAULT_RESULT_TIMEOUT_S = 120.0
+JUDGES = ("verifiable",)
+# The judge reads only the start of a reply (rewards.chat_verifier.MAX_REPLY_CHARS), so any length a client may
+# send fits; this is what /v1/models reports as max_model_len, and eval.winrate truncates to it.
+JUDGE_MAX_LENGTH = 32768
 
 
 class RequestError(ValueError):
@@ -66,6 +75,19 @@ class RequestError(ValueError):
 # ----------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------
+
+
+class Scorer(Protocol):
+    """What the app needs from a scorer: a name, a length limit, `encode` (messages -> an item whose len() is its
+    token count) and `score_ids` (items -> rewards). `RewardScorer` and `VerifiableJudgeScorer` are the two."""
+
+    served_model_name: str
+    max_length: int
+    path: Any
+
+    def encode(self, messages: list[dict[str, str]]) -> Any: ...
+
+    def score_ids(self, batch: Sequence[Any]) -> list[float]: ...
 
 
 class RewardScorer:
@@ -123,16 +145,80 @@ class RewardScorer:
         return self.score_ids([self.encode(list(m)) for m in conversations])
 
 
+class JudgedConversation:
+    """A prompt and reply for the verifiable judge; its len() is the token count the server limits and reports,
+    counted as whitespace-separated words (no tokenizer: a word is at least one token in any of them)."""
+
+    __slots__ = ("prompt", "reply", "_words")
+
+    def __init__(self, prompt: str, reply: str):
+        self.prompt, self.reply = prompt, reply
+        self._words = len(prompt.split()) + len(reply.split())
+
+    def __len__(self) -> int:
+        return self._words
+
+
+class VerifiableJudgeScorer:
+    """`rewards.chat_verifier` as a scorer: the last user message is the prompt, the last assistant one the reply."""
+
+    def __init__(self, *, served_model_name: str | None = None, max_length: int | None = None):
+        self.served_model_name = served_model_name or JUDGE_ID
+        self.max_length = max_length or JUDGE_MAX_LENGTH
+        self.path = "rewards.chat_verifier"
+
+    def encode(self, messages: list[dict[str, str]]) -> JudgedConversation:
+        """The conversation to judge; `UnknownPromptError` when its prompt is of no fixture family."""
+        last = {m["role"]: m["content"] for m in messages}  # later messages overwrite earlier ones
+        prompt, reply = last.get("user", ""), last.get("assistant", "")
+        try:
+            parse_prompt(prompt)
+        except UnknownPromptError:
+            raise UnknownPromptError(
+                f"{self.served_model_name} judges only the prompts of the chat fixture's task families "
+                f"({', '.join(FAMILIES)}; posttrain.chat_data); this prompt is none of them. Serve a reward model "
+                f"(python -m eval.reward_server --rm FOLDER) for other prompts."
+            ) from None
+        return JudgedConversation(prompt, reply)
+
+    def score_ids(self, batch: Sequence[JudgedConversation]) -> list[float]:
+        return [verify(c.prompt, c.reply).score for c in batch]
+
+    def score(self, conversations: Sequence[list[dict[str, str]]]) -> list[float]:
+        return self.score_ids([self.encode(list(m)) for m in conversations])
+
+
+def build_scorer(
+    *, rm: str | os.PathLike[str] | None = None, judge: str | None = None, **kwargs: Any
+) -> RewardScorer | VerifiableJudgeScorer:
+    """The scorer to serve: a reward model folder (`rm`, with RewardScorer's options) or a judge (`judge=
+    "verifiable"`, with `served_model_name` and `max_length` only); exactly one of the two."""
+    if (rm is None) == (judge is None):
+        raise ValueError("pass exactly one of rm= (a reward model folder) or judge= ('verifiable')")
+    if judge is None:
+        return RewardScorer(rm, **kwargs)
+    if judge not in JUDGES:
+        raise ValueError(f"unknown judge {judge!r}; use one of {list(JUDGES)}")
+    extra = sorted(
+        k for k, v in kwargs.items() if v is not None and k not in ("served_model_name", "max_length")
+    )
+    if extra:
+        raise TypeError(
+            f"the {judge} judge has no model: {', '.join(extra)} apply to a reward model (rm=) only"
+        )
+    return VerifiableJudgeScorer(**kwargs)
+
+
 class Batcher:
     """One worker thread owns the model: requests queue up and are scored together, up to `batch_size`."""
 
-    def __init__(self, scorer: RewardScorer, batch_size: int = 16, wait_s: float = 0.005):
+    def __init__(self, scorer: Scorer, batch_size: int = 16, wait_s: float = 0.005):
         self.scorer, self.batch_size, self.wait_s = scorer, max(1, batch_size), wait_s
-        self._queue: queue.Queue[tuple[list[int], Future] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Any, Future] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="reward-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, ids: list[int]) -> Future:
+    def submit(self, ids: Any) -> Future:
         future: Future = Future()
         self._queue.put((ids, future))
         return future
@@ -281,7 +367,7 @@ def error_response(err: RequestError) -> JSONResponse:
 class _Scoring:
     """The steps of one chat-completions request, from messages to a finite reward."""
 
-    def __init__(self, scorer: RewardScorer, batcher: Batcher, result_timeout_s: float):
+    def __init__(self, scorer: Scorer, batcher: Batcher, result_timeout_s: float):
         self.scorer, self.batcher, self.result_timeout_s = scorer, batcher, result_timeout_s
 
     def check_model(self, model: Any) -> None:
@@ -293,9 +379,11 @@ class _Scoring:
                 "model",
             )
 
-    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+    def encode(self, messages: list[dict[str, str]]) -> Any:
         try:
             ids = self.scorer.encode(messages)
+        except UnknownPromptError as exc:  # the verifiable judge: a prompt of no fixture family
+            raise RequestError(400, str(exc), "unsupported_prompt", "messages") from None
         except Exception as exc:  # a template that rejects the roles, e.g. two user turns
             raise RequestError(400, f"the chat template rejected the messages: {exc}") from None
         if len(ids) > self.scorer.max_length:
@@ -308,7 +396,7 @@ class _Scoring:
             )
         return ids
 
-    async def reward(self, ids: list[int]) -> float:
+    async def reward(self, ids: Any) -> float:
         future = self.batcher.submit(ids)
         try:
             reward = await asyncio.wait_for(asyncio.wrap_future(future), self.result_timeout_s)
@@ -330,7 +418,7 @@ class _Scoring:
 
 
 def create_app(
-    scorer: RewardScorer,
+    scorer: Scorer,
     batcher: Batcher,
     api_key: str | None,
     result_timeout_s: float = DEFAULT_RESULT_TIMEOUT_S,
@@ -405,7 +493,7 @@ class RewardServer:
 
     def __init__(
         self,
-        scorer: RewardScorer,
+        scorer: Scorer,
         *,
         host: str = "127.0.0.1",
         port: int = 8000,
@@ -509,15 +597,25 @@ def build_tiny_reward_model(
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m eval.reward_server",
-        description="Serve a sequence-classification reward model as an OpenAI-compatible reward endpoint "
-        "(Nemotron-70B-Reward answer format).",
+        description="Serve a sequence-classification reward model, or the verifiable judge of the chat fixture, as "
+        "an OpenAI-compatible reward endpoint (Nemotron-70B-Reward answer format).",
     )
-    p.add_argument("--rm", default="runs/rm-ultrafeedback/model", help="reward model folder")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--rm", default=None, help="reward model folder (e.g. runs/rm-ultrafeedback/model)")
+    what.add_argument(
+        "--judge",
+        choices=JUDGES,
+        default=None,
+        help="serve a judge instead of a model: 'verifiable' checks the answers to the chat fixture's task "
+        "families (rewards.chat_verifier); other prompts get 400",
+    )
     p.add_argument(
         "--host", default="127.0.0.1", help="127.0.0.1 (default) keeps it local; 0.0.0.0 exposes it"
     )
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--served_model_name", default=None, help="default: <folder name>-<fingerprint>")
+    p.add_argument(
+        "--served_model_name", default=None, help=f"default: <folder name>-<fingerprint>, or {JUDGE_ID}"
+    )
     p.add_argument(
         "--api_key_env", default=None, help="name of an env variable holding the key clients must send"
     )
@@ -525,15 +623,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch_wait_ms", type=float, default=5.0, help="how long a request waits for batch company"
     )
-    p.add_argument("--max_length", type=int, default=None, help="token limit (default: the model's)")
+    p.add_argument(
+        "--max_length",
+        type=int,
+        default=None,
+        help=f"token limit (default: the model's; {JUDGE_MAX_LENGTH} for a judge)",
+    )
     p.add_argument(
         "--result_timeout_s",
         type=float,
         default=DEFAULT_RESULT_TIMEOUT_S,
         help="a request waiting longer than this for its score gets 503",
     )
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--device", default=None, help="--rm only; default: cuda when available, else cpu")
+    p.add_argument("--dtype", default=None, choices=DTYPES, help="--rm only; default: float32")
     p.add_argument(
         "--make_tiny_rm",
         metavar="DIR",
@@ -544,11 +647,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.make_tiny_rm:
         print(f"tiny random reward model written to {build_tiny_reward_model(args.make_tiny_rm)}")
         return
+    if args.rm is None and args.judge is None:
+        parser.error("one of --rm FOLDER (a reward model) or --judge verifiable is required")
+    if args.judge is not None and (args.device is not None or args.dtype is not None):
+        parser.error("--device and --dtype apply to a reward model (--rm) only; the judge has no model")
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
@@ -559,13 +667,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             "serving on %s without an API key: anyone who can reach the port can use it", args.host
         )
     try:
-        scorer = RewardScorer(
-            args.rm,
-            device=args.device,
-            dtype=args.dtype,
-            max_length=args.max_length,
-            served_model_name=args.served_model_name,
-        )
+        options: dict[str, Any] = {"max_length": args.max_length, "served_model_name": args.served_model_name}
+        if args.rm is not None:
+            options.update(device=args.device, dtype=args.dtype or "float32")
+        scorer = build_scorer(rm=args.rm, judge=args.judge, **options)
         server = RewardServer(
             scorer,
             host=args.host,

@@ -403,3 +403,96 @@ def test_an_oversized_body_is_refused_before_it_is_read(scorer, monkeypatch):
         head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         chunked = f"{len(big):x}\r\n".encode() + big + b"\r\n0\r\n\r\n"
         assert _raw(server.port, head, chunked)[0] == 413
+
+
+# ---------------------------------------------------------------- the verifiable judge (--judge verifiable)
+
+CAPITAL = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def judge():
+    from eval.reward_server import build_scorer
+
+    return build_scorer(judge="verifiable")
+
+
+def _chat(prompt: str, reply: str, system: str | None = None) -> list[dict]:
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, {"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]
+
+
+def test_judge_over_http_answers_like_the_reward_model(judge):
+    cases = [
+        (_chat(CAPITAL, "The capital of France is Paris."), 1.0),
+        (_chat(CAPITAL, "The capital of France is Madrid."), 0.0),
+        (_chat(CAPITAL, "<answer>(74 - 9) + 48</answer>"), -1.0),  # what a Countdown-only model says
+        (_chat("Is 719 even or odd?", "719 is odd.", system="You are a helpful assistant."), 1.0),
+    ]
+    with RewardServer(judge, port=0, batch_size=4, batch_wait_ms=20) as server:
+        for messages, expected in cases:
+            status, body = _post(
+                server.url + "/chat/completions", {"model": "verifiable-judge-v1", "messages": messages}
+            )
+            assert status == 200 and body["model"] == "verifiable-judge-v1"
+            assert body["choices"][0]["message"]["content"] == f"reward:{expected!r}"
+            assert parse_reward(body) == expected
+        from openai import OpenAI
+
+        client = OpenAI(base_url=server.url, api_key="x", max_retries=0)
+        completion = client.chat.completions.create(model="verifiable-judge-v1", messages=cases[0][0])
+        assert parse_reward(completion) == 1.0
+        (model,) = client.models.list().data
+        assert model.id == "verifiable-judge-v1" and model.model_extra["max_model_len"] == 32768
+        results: dict[int, float] = {}
+
+        def ask(i):
+            results[i] = parse_reward(
+                _post(server.url + "/chat/completions", {"messages": cases[i % 4][0]})[1]
+            )
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [results[i] for i in range(8)] == [cases[i % 4][1] for i in range(8)]
+
+
+def test_judge_refuses_prompts_of_no_fixture_family_and_keeps_the_rm_checks(judge):
+    with RewardServer(judge, port=0, api_key="s3cret") as server:
+        url, auth = server.url + "/chat/completions", {"Authorization": "Bearer s3cret"}
+        assert _post(url, {"messages": _chat(CAPITAL, "Paris")})[0] == 401
+        status, body = _post(url, {"messages": _chat("Write a haiku about autumn.", "Leaves fall.")}, auth)
+        assert status == 400
+        message = body["error"]["message"]
+        assert "arithmetic" in message and "capital" in message and "--rm" in message
+        assert body["error"]["param"] == "messages"
+        assert _post(url, {"messages": _chat(CAPITAL, "Paris")[:1]}, auth)[0] == 400  # no reply to score
+        assert _post(url, {"model": "other", "messages": _chat(CAPITAL, "Paris")}, auth)[0] == 404
+        assert _post(url, {"messages": _chat(CAPITAL, "Paris")}, auth)[0] == 200
+
+
+def test_build_scorer_and_the_command_line_need_exactly_one_of_rm_and_judge(capsys):
+    from eval.reward_server import VerifiableJudgeScorer, build_scorer, main
+
+    with pytest.raises(ValueError, match="exactly one"):
+        build_scorer()
+    with pytest.raises(ValueError, match="exactly one"):
+        build_scorer(rm="x", judge="verifiable")
+    with pytest.raises(ValueError, match="unknown judge"):
+        build_scorer(judge="llm")
+    with pytest.raises(TypeError, match="device"):
+        build_scorer(judge="verifiable", device="cpu")
+    scorer = build_scorer(judge="verifiable", max_length=None, served_model_name=None)
+    assert isinstance(scorer, VerifiableJudgeScorer) and scorer.max_length == 32768
+    assert scorer.score([_chat(CAPITAL, "Paris"), _chat(CAPITAL, "Rome")]) == [1.0, 0.0]
+    for argv, fragment in [
+        ([], "one of --rm FOLDER"),
+        (["--rm", "x", "--judge", "verifiable"], "not allowed with argument"),
+        (["--judge", "verifiable", "--dtype", "float16"], "--rm) only"),
+        (["--judge", "llm"], "invalid choice"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and fragment in capsys.readouterr().err
