@@ -38,7 +38,7 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown bench clean-runs serve-reward eval-winrate judge-probes leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
+.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
@@ -53,7 +53,8 @@ help:
 	@echo "make grpo-countdown    eval -> GRPO from runs/sft-countdown/model -> eval (rloo-countdown: RLOO)"
 	@echo "make rloo-ultrafeedback RLOO from runs/sft-smoltalk/model, reward runs/rm-ultrafeedback/model (grpo-...)"
 	@echo "make serve-reward     OpenAI-compatible reward endpoint for a reward model (RM=folder)"
-	@echo "make eval-winrate     win rate vs REFERENCE judged by the reward endpoint (SERVE_RM=folder: all in one)"
+	@echo "make serve-judge      the same endpoint with the verifiable judge (correctness on the fixture's tasks)"
+	@echo "make eval-winrate     win rate vs REFERENCE; judge: verifiable (default), SERVE_RM=folder, JUDGE=endpoint"
 	@echo "make judge-probes     sanity probes for the judge at REWARD_URL/REWARD_MODEL (right reply > bad ones)"
 	@echo "make leaderboard-submit build, validate and (with LEADERBOARD_URL) upload a submission"
 	@echo "make results          every run's summary.json as one table + runs/results.png"
@@ -119,13 +120,17 @@ sft-countdown: setup
 		$(SFT_COUNTDOWN_DIR)/eval-after-4numbers \
 		--markdown $(SFT_COUNTDOWN_DIR)/results.md
 
-# Win rate (UltraFeedback) through a reward endpoint: `make serve-reward` in one terminal, `make eval-winrate` in
+# Win rate (UltraFeedback) through a reward endpoint: `make serve-reward` in one terminal, `make eval-winrate JUDGE=endpoint` in
 # another. Online judge: REWARD_URL=https://integrate.api.nvidia.com/v1 REWARD_MODEL=nvidia/llama-3.1-nemotron-70b-reward
 # REWARD_API_KEY_ENV=NVIDIA_API_KEY. REFERENCE falls back to `embedded` when it is neither cached nor downloadable.
 # RM is also make's built-in `rm -f`: only a value given by the user (command line or environment) counts.
 REWARD_RM := $(if $(filter default undefined,$(origin RM)),$(RUNS)/rm-ultrafeedback/model,$(RM))
 # SERVE_RM=<folder> makes eval-winrate start the reward server itself for the run (one command, offline).
 SERVE_RM ?=
+# The judge of eval-winrate. Offline default: `verifiable` (rewards.chat_verifier, started for the run: is the
+# reply right on the fixture's task families). JUDGE=endpoint scores through REWARD_URL (a `make serve-reward` or
+# `make serve-judge` in another terminal, or a hosted judge); giving REWARD_URL or SERVE_RM picks those.
+JUDGE ?= $(if $(filter command line environment,$(origin REWARD_URL)),endpoint,verifiable)
 REWARD_PORT ?= 8000
 REWARD_URL ?= http://127.0.0.1:$(REWARD_PORT)/v1
 REWARD_MODEL ?= auto
@@ -147,11 +152,15 @@ SUBMIT_ARGS ?=
 serve-reward: setup
 	$(PY) -m eval.reward_server --rm $(REWARD_RM) --port $(REWARD_PORT)
 
+serve-judge: setup
+	$(PY) -m eval.reward_server --judge verifiable --port $(REWARD_PORT)
+
 eval-winrate: setup
 	$(PY) -m eval.winrate --model $(MODEL) --reference $(REFERENCE) --reward_url $(REWARD_URL) \
 		--reward_model $(REWARD_MODEL) --api_key_env $(REWARD_API_KEY_ENV) --n_prompts $(WINRATE_PROMPTS) \
 		--max_new_tokens $(WINRATE_MAX_NEW_TOKENS) --output_root $(RUNS)/winrate \
-		$(if $(SERVE_RM),--serve_rm $(SERVE_RM)) $(WINRATE_ARGS)
+		$(if $(SERVE_RM),--serve_rm $(SERVE_RM),$(if $(filter verifiable,$(JUDGE)),--serve_judge verifiable)) \
+		$(WINRATE_ARGS)
 
 judge-probes: setup
 	$(PY) -m eval.judge_probes --reward_url $(REWARD_URL) --reward_model $(REWARD_MODEL) \

@@ -55,6 +55,7 @@ from typing import Any
 
 from eval import judge_probes
 from eval.length_control import length_report
+from eval.paired import mcnemar_exact
 from eval.reward_client import (  # noqa: F401 (parse_reward, RewardParseError, pick_auto_reward_model: this API)
     RewardClient,
     RewardEndpointError,
@@ -479,6 +480,8 @@ def win_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "win_rate": counts["win"] / scored if scored else None,
         "win_rate_ci95": [low, high] if scored else None,
         "win_rate_ties_half": (counts["win"] + 0.5 * counts["tie"]) / scored if scored else None,
+        # Paired sign test on the same prompts (ties dropped): is the policy better than the reference at all?
+        "sign_test_p": mcnemar_exact(counts["win"], counts["loss"]) if scored else None,
         "mean_policy_reward": sum(r["policy_reward"] for r in scored_rows) / scored if scored else None,
         "mean_reference_reward": sum(r["reference_reward"] for r in scored_rows) / scored if scored else None,
     }
@@ -685,6 +688,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{summary['mean_policy_reward']:.3f} / {summary['mean_reference_reward']:.3f}",
         )
     table.add_row("wins / ties / losses", f"{summary['wins']} / {summary['ties']} / {summary['losses']}")
+    if summary.get("sign_test_p") is not None:
+        table.add_row("sign test p (wins vs losses)", f"{summary['sign_test_p']:.3g}")
     table.add_row("scored / failed", f"{summary['n_scored']} / {summary['n_failed']}")
     table.add_row(
         "truncated policy / reference",
@@ -786,8 +791,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--api_key_env", default="REWARD_API_KEY", help="env variable holding the key (never logged)"
     )
-    r.add_argument(
+    serve = r.add_mutually_exclusive_group()
+    serve.add_argument(
         "--serve_rm", default=None, help="start the local reward server on this RM folder for the run"
+    )
+    serve.add_argument(
+        "--serve_judge",
+        default=None,
+        choices=("verifiable",),
+        help="start the local reward server with this judge for the run (verifiable: correctness on the "
+        "fixture's task families, rewards.chat_verifier)",
     )
     r.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
     r.add_argument("--max_retries", type=int, default=5)
@@ -864,12 +877,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         reference, fell_back = resolve_reference(args.reference)
         base_url = args.reward_url
-        if args.serve_rm:
-            from eval.reward_server import RewardScorer, RewardServer
+        if args.serve_rm or args.serve_judge:
+            from eval.reward_server import RewardServer, build_scorer
 
-            server = RewardServer(RewardScorer(args.serve_rm), port=0).start()
+            scorer = build_scorer(rm=args.serve_rm, judge=args.serve_judge)
+            server = RewardServer(scorer, port=0).start()
             base_url = server.url
-            logger.info("serving %s at %s for this run", args.serve_rm, base_url)
+            logger.info("serving %s at %s for this run", args.serve_rm or args.serve_judge, base_url)
         client = RewardClient(
             base_url,
             args.reward_model,
@@ -907,7 +921,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             count_tokenizer=args.count_tokenizer,
             progress=not args.no_progress,
             judge=judge_probes.describe_judge(
-                client.model, base_url, listing=models, kind="reward-model" if args.serve_rm else None
+                client.model,
+                base_url,
+                listing=models,
+                kind="reward-model" if args.serve_rm else "verifiable" if args.serve_judge else None,
             ),
             run_judge_probes=not args.skip_probes,
             stop_on_probe_failure=args.stop_on_probe_failure,

@@ -25,6 +25,7 @@ from eval.winrate import (
     resolve_model_commit,
     truncate_pair,
     wilson_interval,
+    win_statistics,
 )
 from posttrain.sampling import SamplingParams
 
@@ -353,6 +354,53 @@ def test_cli_offline_self_comparison_counts_ties(tmp_path, tiny_model_dir, tiny_
     assert "length-controlled win rate" in out and "n/a" in out
     files = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
     assert "do-not-leak-me" not in files + out
+
+
+def test_cli_serves_the_verifiable_judge_which_passes_every_probe(tmp_path, tiny_model_dir, capsys):
+    summary = main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--reference",
+            str(tiny_model_dir),
+            "--prompts",
+            "fixture",
+            "--n_prompts",
+            "3",
+            "--serve_judge",
+            "verifiable",
+            "--max_new_tokens",
+            "4",
+            "--backend",
+            "hf",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--reward_cache",
+            str(tmp_path / "c.jsonl"),
+            "--no_progress",
+        ]
+    )
+    # The judge knows every probe's right reply: it must prefer it to each bad one (the RM above need not).
+    assert summary["judge"]["kind"] == "verifiable" and summary["judge"]["model"] == "verifiable-judge-v1"
+    assert summary["judge_probes"]["passed"] == summary["judge_probes"]["total"] == 15
+    # A random tiny model answers nothing right: both sides score the same, every prompt a tie, p = 1.
+    assert summary["ties"] == 3 and summary["sign_test_p"] == 1.0
+    assert "sign test p" in capsys.readouterr().out
+
+
+def test_win_statistics_sign_test_hand_computed():
+    rows = [
+        {"outcome": o, "policy_reward": 0.0, "reference_reward": 0.0} for o in ["win"] * 9 + ["loss", "tie"]
+    ]
+    stats = win_statistics(rows)
+    # Ties dropped: P(X <= 1 | n=10, 1/2) = 11/1024, two-sided 22/1024.
+    assert stats["sign_test_p"] == 22 / 1024 and stats["wins"] == 9 and stats["ties"] == 1
+
+
+def test_serve_rm_and_serve_judge_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        main(["--serve_rm", "x", "--serve_judge", "verifiable"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------
