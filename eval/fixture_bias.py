@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from posttrain.chat_data import ultrafeedback_fixture_rows
+from posttrain.chat_fixture import ultrafeedback_fixture_rows
 from posttrain.io import atomic_write_json
 from rewards.chat_verifier import verify
 

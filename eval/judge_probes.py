@@ -160,7 +160,7 @@ def build_probes(rows: Iterable[dict[str, Any]] | None = None, *, per_kind: int 
     ``rows``: UltraFeedback-schema rows (``prompt``, ``chosen``); default the fixture's ``test_prefs``.
     """
     if rows is None:
-        from posttrain.chat_data import ultrafeedback_fixture_rows
+        from posttrain.chat_fixture import ultrafeedback_fixture_rows
 
         rows = ultrafeedback_fixture_rows("test_prefs")
     picked = pick_prompts(rows)

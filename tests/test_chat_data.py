@@ -10,16 +10,18 @@ import pytest
 from posttrain import chat_data
 from posttrain.chat_data import (
     FIXTURE_NAME,
-    SMOLTALK_SPLITS,
-    ULTRAFEEDBACK_SPLITS,
     DatasetSchemaError,
     load_smoltalk,
     load_ultrafeedback,
-    smoltalk_fixture_rows,
-    ultrafeedback_fixture_rows,
     ultrafeedback_prompts,
     validate_smoltalk_rows,
     validate_ultrafeedback_rows,
+)
+from posttrain.chat_fixture import (
+    SMOLTALK_SPLITS,
+    ULTRAFEEDBACK_SPLITS,
+    smoltalk_fixture_rows,
+    ultrafeedback_fixture_rows,
 )
 
 UF_COLUMNS = {"prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected"}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from posttrain.chat_data import (
+from posttrain.chat_fixture import (
     STYLES,
     TASK_FAMILIES,
     evasive_reply,

@@ -78,7 +78,7 @@ def test_probe_set_shape(probes):
         elif p.kind == "countdown":
             assert re.fullmatch(r"<answer>[\d\s()+\-*/]+</answer>", p.bad)
     # The prompts come from the fixture's test split, one per task family first.
-    from posttrain.chat_data import ultrafeedback_fixture_rows
+    from posttrain.chat_fixture import ultrafeedback_fixture_rows
 
     test_prompts = {r["prompt"] for r in ultrafeedback_fixture_rows("test_prefs")}
     assert prompts <= test_prompts
