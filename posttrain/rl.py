@@ -41,7 +41,13 @@ from posttrain.data import is_heldout, train_tasks, validation_tasks
 from posttrain.dataset_names import COUNTDOWN, ULTRAFEEDBACK, dataset_kind
 from posttrain.guidance import GuidedRollout, prompt_key
 from posttrain.models import load_tokenizer, trained_template
-from posttrain.rl_checks import RLConfigError, fail, precheck_run, prompt_length_problems
+from posttrain.rl_checks import (
+    RLConfigError,
+    completion_budget_problems,
+    fail,
+    precheck_run,
+    prompt_length_problems,
+)
 from posttrain.runtime import (
     finish_run,
     parse_recipe_args,
@@ -229,10 +235,11 @@ def run_rl(
         raise RLConfigError(
             "the training set is empty: raise countdown_train_size or dataset_max_train_rows."
         )
-    fail(
-        prompt_length_problems(training_args, model_path, dataset["prompt"], load_tokenizer(model_path)),
-        algo.upper(),
-    )
+    tokenizer = load_tokenizer(model_path)
+    problems = prompt_length_problems(training_args, model_path, dataset["prompt"], tokenizer)
+    if task == "countdown":
+        problems += completion_budget_problems(training_args, model_path, dataset, tokenizer)
+    fail(problems, algo.upper())
     logger.info("%s data (%s): %d prompts", algo.upper(), data_info["data_source"], len(dataset))
 
     reward_funcs = build_reward_funcs(reward_args, max_completion_length=training_args.max_completion_length)

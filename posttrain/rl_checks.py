@@ -406,6 +406,40 @@ def precheck_run(
     fail(problems, algo.upper())
 
 
+def completion_budget_problems(
+    training_args: Any, model_name: str, rows: Sequence[dict], tokenizer: Any, sample: int = 64
+) -> list[str]:
+    """A start model trained to reason first (its run_summary.json: countdown.warmstart_think) writes traces far
+    longer than a direct answer; a max_completion_length that cuts them leaves no completion with an answer.
+    Measured with the model's own tokenizer on the first `sample` training tasks (digits tokenise differently)."""
+    import random
+
+    from posttrain.countdown import CountdownTask, make_warmstart_completion
+
+    countdown = (read_run_summary(model_name).get("args") or {}).get("countdown") or {}
+    if not isinstance(countdown, dict) or countdown.get("warmstart_think") is not True:
+        return []
+    style = countdown.get("warmstart_style", "forward")
+    longest = 0
+    for i in range(min(sample, len(rows))):
+        row = rows[i]
+        task = CountdownTask(target=int(row["target"]), nums=tuple(row["nums"]), solution="")
+        try:
+            text = make_warmstart_completion(task, rng=random.Random(0), think=True, style=style)
+        except ValueError:  # a task the trace writer cannot solve is no measure of length
+            continue
+        longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1)
+    budget = training_args.max_completion_length or 0
+    if longest and budget < longest:
+        fix = -(-longest // 32) * 32
+        return [
+            f"max_completion_length={budget} is shorter than the {style} traces {model_name} was trained to write "
+            f"(up to {longest} tokens on these tasks): most completions would be cut before their answer. "
+            f"Fix: --max_completion_length {fix}."
+        ]
+    return []
+
+
 def prompt_length_problems(
     training_args: Any, model_path: str, prompts: Sequence[Any], tokenizer: Any
 ) -> list[str]:

@@ -132,3 +132,35 @@ def test_each_completion_is_scored_against_its_own_task(tiny_model_dir, tmp_path
             assert eos_at in ([], [len(ids) - 1]), "generation must stop at the first EOS"
             assert eos_at or len(ids) == 10, "a completion without EOS must have hit max_completion_length"
     assert seen == 2 * len(rows) * 4 // 2
+
+
+def test_completion_budget_must_fit_the_traces_the_start_model_writes(tmp_path):
+    """A start model trained on backward traces needs ~190 tokens (SmolLM2's tokenizer); 32 cuts every trace."""
+    import json
+    from types import SimpleNamespace
+
+    from posttrain.data import train_tasks
+    from posttrain.models import load_tokenizer
+    from posttrain.rl_checks import completion_budget_problems
+
+    rows = [{"target": t.target, "nums": list(t.nums)} for t in train_tasks(64, seed=7, num_numbers=(3,))]
+    tokenizer = load_tokenizer("embedded")
+    summary = {"args": {"countdown": {"warmstart_think": True, "warmstart_style": "backward"}}}
+    (tmp_path / "run_summary.json").write_text(json.dumps(summary))
+    short = completion_budget_problems(
+        SimpleNamespace(max_completion_length=32), str(tmp_path), rows, tokenizer
+    )
+    assert len(short) == 1 and "max_completion_length=32" in short[0] and "backward" in short[0]
+    fix = int(short[0].rsplit("--max_completion_length ", 1)[1].rstrip("."))
+    assert fix % 32 == 0 and fix > 100
+    assert (
+        completion_budget_problems(SimpleNamespace(max_completion_length=fix), str(tmp_path), rows, tokenizer)
+        == []
+    )
+    # A direct-answer start (or a model of unknown origin) is not checked.
+    summary["args"]["countdown"]["warmstart_think"] = False
+    (tmp_path / "run_summary.json").write_text(json.dumps(summary))
+    assert (
+        completion_budget_problems(SimpleNamespace(max_completion_length=32), str(tmp_path), rows, tokenizer)
+        == []
+    )
