@@ -4,6 +4,10 @@ Two accuracies side by side hide how much of the gap is noise; on the same tasks
 McNemar's exact test on the tasks that changed, and a paired bootstrap interval for the difference.
 
     python -m eval.paired runs/sft-countdown/eval-after runs/grpo-countdown/eval-after
+    python -m eval.paired runs/winrate/sft-smoltalk-vs-embedded runs/winrate/dpo-ultrafeedback-vs-embedded
+
+Two win-rate runs (eval.winrate) judged by the verifiable judge compare the policies' correctness on the same
+prompts: a reply is right when the judge scored it above 0 (right replies score 0.6 to 1.0, wrong 0, none -1).
 """
 
 from __future__ import annotations
@@ -75,9 +79,33 @@ def compare_paired(
     }
 
 
+def per_prompt_right(run_dir: str | Path) -> tuple[list[tuple], list[float]]:
+    """(prompt ids, 1.0 where the verifiable judge scored the policy's reply right) from a win-rate run folder."""
+    folder = Path(run_dir)
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    judge = summary.get("judge") or {}
+    if judge.get("kind") != "verifiable":
+        raise ValueError(
+            f"{folder} was judged by {judge.get('model')!r}, not the verifiable judge: only its scores say whether "
+            "a reply is right (re-run eval.winrate with --serve_judge verifiable)"
+        )
+    keys, right = [], []
+    for line_no, line in enumerate((folder / "results.jsonl").read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            keys.append((str(row["prompt_id"]),))
+            right.append(float(float(row["policy_reward"]) > 0))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{folder}/results.jsonl:{line_no}: not a scored win-rate row ({exc})") from None
+    return keys, right
+
+
 def per_task_correct(eval_dir: str | Path) -> tuple[list[tuple], list[float]]:
-    """(task keys, per-task accuracy) from an evaluation folder's samples.jsonl, in task order."""
+    """(task keys, per-task accuracy) from an evaluation folder's samples.jsonl, in task order (or, for a
+    win-rate run folder, `per_prompt_right`)."""
     path = Path(eval_dir) / "samples.jsonl"
+    if not path.is_file() and (Path(eval_dir) / "results.jsonl").is_file():
+        return per_prompt_right(eval_dir)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found (run `python -m eval.countdown ... --output_dir {eval_dir}`)"
@@ -122,8 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("before", help="evaluation folder of the start model (samples.jsonl)")
-    parser.add_argument("after", help="evaluation folder of the trained model, same tasks")
+    parser.add_argument(
+        "before", help="evaluation folder of the start model (samples.jsonl, or a win-rate run folder)"
+    )
+    parser.add_argument("after", help="evaluation folder of the trained model, same tasks (or prompts)")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     result = compare_dirs(args.before, args.after)

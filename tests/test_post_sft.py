@@ -354,3 +354,23 @@ def test_guided_rollout_puts_the_greedy_answer_first(tiny_model_dir):
     again = rollout([prompt] * 3, trainer)["completion_ids"][0]
     assert first == again  # greedy: the same answer whatever the sampling seed
     assert rollout.stats == {"groups": 2, "guided": 0, "greedy_right": 0}
+
+
+def _winrate_run(folder: Path, rewards: list[float], kind: str = "verifiable") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"judge": {"kind": kind, "model": "j"}}))
+    rows = [{"prompt_id": f"p{i}", "policy_reward": r} for i, r in enumerate(rewards)]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_paired_correctness_of_two_win_rate_runs_with_the_verifiable_judge(tmp_path):
+    before = _winrate_run(tmp_path / "a", [1.0, 0.0, -1.0, 0.8, 0.0])
+    after = _winrate_run(tmp_path / "b", [0.6, 1.0, 0.0, -1.0, 1.0])
+    result = compare_dirs(before, after)
+    # right before: p0, p3 (2/5); after: p0, p1, p4 (3/5); gained p1, p4; lost p3.
+    assert (result["before"], result["after"], result["gained"], result["lost"]) == (0.4, 0.6, 2, 1)
+    assert result["p_mcnemar"] == 1.0
+    rm_judged = _winrate_run(tmp_path / "c", [1.0] * 5, kind="reward-model")
+    with pytest.raises(ValueError, match="not the verifiable judge"):
+        compare_dirs(before, rm_judged)
