@@ -312,30 +312,28 @@ def test_winrate_end_to_end_against_local_reward_server(
     assert saved["length_matched_n"] == saved["length_control"]["chars"]["matched"]["n"] <= 6
 
 
+def _self_comparison(model_dir, tmp_path, *judge: str, n_prompts: int, max_new_tokens: int) -> dict:
+    """The offline CLI with the same tiny model as policy and reference, fixture prompts, a judge started for it."""
+    return main(
+        [
+            *("--model", str(model_dir), "--reference", str(model_dir), "--prompts", "fixture"),
+            *("--n_prompts", str(n_prompts), "--max_new_tokens", str(max_new_tokens), "--backend", "hf"),
+            *judge,
+            *(
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--reward_cache",
+                str(tmp_path / "c.jsonl"),
+                "--no_progress",
+            ),
+        ]
+    )
+
+
 def test_cli_offline_self_comparison_counts_ties(tmp_path, tiny_model_dir, tiny_rm_dir, capsys, monkeypatch):
     monkeypatch.setenv("REWARD_API_KEY", "do-not-leak-me")
-    summary = main(
-        [
-            "--model",
-            str(tiny_model_dir),
-            "--reference",
-            str(tiny_model_dir),
-            "--prompts",
-            "fixture",
-            "--n_prompts",
-            "4",
-            "--serve_rm",
-            str(tiny_rm_dir),
-            "--max_new_tokens",
-            "6",
-            "--backend",
-            "hf",
-            "--output_dir",
-            str(tmp_path / "out"),
-            "--reward_cache",
-            str(tmp_path / "c.jsonl"),
-            "--no_progress",
-        ]
+    summary = _self_comparison(
+        tiny_model_dir, tmp_path, "--serve_rm", str(tiny_rm_dir), n_prompts=4, max_new_tokens=6
     )
     out = capsys.readouterr().out
     # Same model, greedy: identical answers, every prompt a tie, scored once per distinct conversation.
@@ -357,28 +355,8 @@ def test_cli_offline_self_comparison_counts_ties(tmp_path, tiny_model_dir, tiny_
 
 
 def test_cli_serves_the_verifiable_judge_which_passes_every_probe(tmp_path, tiny_model_dir, capsys):
-    summary = main(
-        [
-            "--model",
-            str(tiny_model_dir),
-            "--reference",
-            str(tiny_model_dir),
-            "--prompts",
-            "fixture",
-            "--n_prompts",
-            "3",
-            "--serve_judge",
-            "verifiable",
-            "--max_new_tokens",
-            "4",
-            "--backend",
-            "hf",
-            "--output_dir",
-            str(tmp_path / "out"),
-            "--reward_cache",
-            str(tmp_path / "c.jsonl"),
-            "--no_progress",
-        ]
+    summary = _self_comparison(
+        tiny_model_dir, tmp_path, "--serve_judge", "verifiable", n_prompts=3, max_new_tokens=4
     )
     # The judge knows every probe's right reply: it must prefer it to each bad one (the RM above need not).
     assert summary["judge"]["kind"] == "verifiable" and summary["judge"]["model"] == "verifiable-judge-v1"
