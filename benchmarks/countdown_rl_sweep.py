@@ -96,9 +96,9 @@ def device_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def start_style(start: str) -> dict[str, Any]:
     """How the start model was taught to answer (direct answers or traces), from its run_summary.json."""
-    from posttrain.io import read_run_summary
+    from posttrain.models import trained_countdown_args
 
-    countdown = (read_run_summary(start).get("args") or {}).get("countdown") or {}
+    countdown = trained_countdown_args(start)
     return {
         "think": bool(countdown.get("warmstart_think", False)),
         "style": countdown.get("warmstart_style", "forward"),

@@ -216,13 +216,19 @@ def model_fingerprint(path: str | os.PathLike[str], length: int = 8) -> str:
     return digest.hexdigest()[:length]
 
 
+def trained_countdown_args(model: str) -> dict[str, Any]:
+    """The Countdown arguments (template, warm-start style, ...) a recipe trained `model` with, from its
+    run_summary.json; {} for a model of unknown origin."""
+    countdown = (read_run_summary(model).get("args") or {}).get("countdown")
+    return countdown if isinstance(countdown, dict) else {}
+
+
 def trained_template(model: str) -> str | None:
     """The Countdown prompt template a recipe trained `model` with, from its run_summary.json (None if unknown).
 
     RL, on-policy pairs and the evaluations sample with the prompt the model was trained on unless told otherwise.
     """
-    countdown = (read_run_summary(model).get("args") or {}).get("countdown")
-    template = countdown.get("prompt_template") if isinstance(countdown, dict) else None
+    template = trained_countdown_args(model).get("prompt_template")
     return template if template in PROMPT_TEMPLATES else None
 
 

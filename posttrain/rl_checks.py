@@ -26,8 +26,7 @@ from urllib.parse import urlparse, urlunparse
 from transformers import AutoConfig
 from trl import GRPOConfig, RLOOConfig
 
-from posttrain.io import read_run_summary
-from posttrain.models import looks_like_local_path
+from posttrain.models import looks_like_local_path, trained_countdown_args
 from posttrain.runtime import cuda_available
 from rewards.registry import check_reward_weights
 
@@ -277,9 +276,7 @@ def think_format_problems(model_name: str, reward_names: Sequence[str]) -> list[
     pointless for a model trained to answer directly; `answer_format` rewards a bare answer, which a model
     trained to think first never writes. Judged from the start model's run_summary.json (models of this project)."""
     chosen = [name for name in reward_names if name in THINK_REWARDS]
-    countdown = (read_run_summary(model_name).get("args") or {}).get("countdown") or {}
-    if not isinstance(countdown, dict):
-        return []
+    countdown = trained_countdown_args(model_name)
     if "answer_format" in reward_names and countdown.get("warmstart_think") is True:
         return [
             f"reward_funcs has answer_format, which rewards a bare <answer>...</answer>, but {model_name} was "
@@ -416,8 +413,8 @@ def completion_budget_problems(
 
     from posttrain.countdown import CountdownTask, make_warmstart_completion
 
-    countdown = (read_run_summary(model_name).get("args") or {}).get("countdown") or {}
-    if not isinstance(countdown, dict) or countdown.get("warmstart_think") is not True:
+    countdown = trained_countdown_args(model_name)
+    if countdown.get("warmstart_think") is not True:
         return []
     style = countdown.get("warmstart_style", "forward")
     longest = 0
