@@ -38,7 +38,7 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
+.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
@@ -49,6 +49,7 @@ help:
 	@echo "make dpo-ultrafeedback DPO on UltraFeedback from runs/sft-smoltalk/model (DPO_MODEL=embedded: no SFT)"
 	@echo "make rm-ultrafeedback  Bradley-Terry reward model on UltraFeedback -> runs/rm-ultrafeedback/model"
 	@echo "make dpo-countdown     on-policy pairs from runs/sft-countdown/model -> DPO -> held-out accuracy"
+	@echo "make tts-countdown     test-time compute: best-of-N / first-verified with a verifier, accuracy vs N (MODEL=)"
 	@echo "make rft-countdown     rejection-sampling fine-tuning rounds from runs/sft-countdown/model (the RL baseline)"
 	@echo "make grpo-countdown    eval -> GRPO from runs/sft-countdown/model -> eval (rloo-countdown: RLOO)"
 	@echo "make rloo-ultrafeedback RLOO from runs/sft-smoltalk/model, reward runs/rm-ultrafeedback/model (grpo-...)"
@@ -106,6 +107,20 @@ format: setup
 
 eval-countdown: setup
 	$(EVAL) --model $(MODEL) --output_dir $(RUNS)/eval-countdown/$(subst /,_,$(MODEL)) $(EVAL_ARGS)
+
+# Test-time compute (eval.test_time): greedy, best-of-N per verifier, first-verified and the oracle pass@N for
+# N = 1, 2, 4 .. TTS_N from one sampling run per temperature, tokens per task, accuracy_vs_compute.png.
+# MODEL= names the policy (default: the model of `make sft-countdown`).
+TTS_N ?= 64
+TTS_TEMPERATURES ?= 1.0
+TTS_VERIFIERS ?= rule
+TTS_ARGS ?=
+TTS_MODEL ?= $(if $(filter file,$(origin MODEL)),$(SFT_COUNTDOWN_DIR)/model,$(MODEL))
+
+tts-countdown: setup
+	$(PY) -m eval.test_time --model $(TTS_MODEL) --n $(TTS_N) --temperatures $(TTS_TEMPERATURES) \
+		--verifier $(TTS_VERIFIERS) --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) \
+		--output_dir $(RUNS)/tts-countdown/$(subst /,_,$(TTS_MODEL)) $(TTS_ARGS)
 
 # Before/after on the same held-out tasks (3 numbers), plus the harder 4-number split after training (the
 # untrained model scores 0 there too; `make eval-countdown EVAL_ARGS="--num_numbers 4"` measures it).
