@@ -272,7 +272,7 @@ def summarize(
         "greedy": params.greedy,
         "accuracy": sum(per_task_acc) / n_tasks,
         # Standard error over tasks (tasks are the independent unit; samples of one task are correlated).
-        "accuracy_stderr": _stderr(per_task_acc),
+        "accuracy_stderr": stderr(per_task_acc),
         "mean_reward": sum(r["reward"] for r in rows) / n_samples,
         "format_rate": sum(r["reward"] > 0 for r in rows) / n_samples,
         "n_tasks": n_tasks,
@@ -299,7 +299,8 @@ def write_outputs(
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
-def _stderr(values: Sequence[float]) -> float:
+def stderr(values: Sequence[float]) -> float:
+    """Standard error of the mean (0 for fewer than two values)."""
     n = len(values)
     if n < 2:
         return 0.0

@@ -5,7 +5,8 @@
 
 Collects every ``summary.json`` below the folder: Countdown evaluations (`eval.countdown`, metric: accuracy
 with its standard error) and win-rate evaluations (`eval.winrate`, metric: win rate with its 95% Wilson
-interval; the details add the length-controlled and length-matched win rates and the judge probes). One row per summary, in the order the evaluations ran (their ``timestamp``, else the
+interval; the details add the length-controlled and length-matched win rates and the judge probes), and
+test-time compute curves (`eval.test_time`: best-of-N and first-verified at the largest N per verifier). One row per summary, in the order the evaluations ran (their ``timestamp``, else the
 file's time), so ``sft-countdown/eval-before`` -> ``sft-countdown/eval-after`` -> ``grpo-countdown/...`` read
 as a progression. A summary that cannot be read
 or is of an unknown kind is reported and skipped, never fatal. The chart has one panel per task, a bar per run,
@@ -54,6 +55,49 @@ class Row:
             str(self.n),
             self.details,
         ]
+
+
+def _rows(run: str, s: dict[str, Any]) -> list[Row]:
+    """The rows of one summary: one for an evaluation, several for a test-time compute curve."""
+    if s.get("task") == "countdown" and isinstance(s.get("runs"), dict) and "strategy" in s:
+        return _test_time_rows(run, s)
+    row = _row(run, s)
+    return [row] if row is not None else []
+
+
+def _test_time_rows(run: str, s: dict[str, Any]) -> list[Row]:
+    """eval.test_time: best-of-N and first-verified at the largest N per verifier, oracle pass@N in the details."""
+    rows = []
+    for key, r in s["runs"].items():
+        curve = r.get("curve") if isinstance(r, dict) else None
+        if not isinstance(curve, list) or not curve or not isinstance(curve[-1], dict):
+            continue  # live strategies (best_of_n / first_verified picks) have their own accuracy below
+        last = curve[-1]
+        n, n_tasks = last.get("n"), int(last.get("n_tasks") or 0)
+        for strategy in ("best_of_n", "first_verified"):
+            for verifier, m in (last.get(strategy) or {}).items():
+                acc, err = _number(m.get("accuracy")), _number(m.get("accuracy_stderr")) or 0.0
+                if acc is None:
+                    continue
+                tokens = m.get("tokens_per_task", last.get("tokens_per_task"))
+                details = f"{key}, oracle pass@{n} {last.get('oracle_pass_at_n', 0):.3f}"
+                details += f", {tokens:.0f} tokens/task" if _number(tokens) is not None else ""
+                label = (
+                    f"best-of-{n} ({verifier})"
+                    if strategy == "best_of_n"
+                    else f"first-verified@{n} ({verifier})"
+                )
+                rows.append(
+                    Row(run, "countdown", str(s.get("model", "-")), label, acc, max(0.0, acc - err),
+                        min(1.0, acc + err), n_tasks, details)
+                )  # fmt: skip
+    for key, r in s["runs"].items():
+        if isinstance(r, dict) and _number(r.get("accuracy")) is not None and "curve" not in r:
+            label = f"{s.get('strategy')} ({', '.join(s.get('verifiers') or [])})"
+            details = f"{key}, {r.get('samples_per_task', 0):.1f} of {r.get('budget_per_task')} samples/task"
+            acc = float(r["accuracy"])
+            rows.append(Row(run, "countdown", str(s.get("model", "-")), label, acc, acc, acc, 0, details))
+    return rows
 
 
 def _row(run: str, s: dict[str, Any]) -> Row | None:
@@ -134,8 +178,8 @@ def collect(root: str | Path) -> tuple[list[Row], list[str]]:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             skipped.append(f"{path}: unreadable ({exc})")
             continue
-        row = _row(run, summary) if isinstance(summary, dict) else None
-        if row is None:
+        found = _rows(run, summary) if isinstance(summary, dict) else []
+        if not found:
             kind = summary.get("task") if isinstance(summary, dict) else type(summary).__name__
             skipped.append(f"{path}: not an evaluation summary this view knows (task={kind!r})")
             continue
@@ -143,7 +187,7 @@ def collect(root: str | Path) -> tuple[list[Row], list[str]]:
         stamp = stamp or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
             timespec="seconds"
         )
-        rows.append((stamp, row))
+        rows.extend((stamp, row) for row in found)
     # Chronological: before -> SFT -> DPO -> RL reads top to bottom (path breaks ties).
     rows.sort(key=lambda item: (item[0], item[1].run))
     return [row for _, row in rows], skipped

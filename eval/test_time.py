@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.countdown import BASE_SEED_SUFFIX, evaluate_countdown, load_tasks_file, pass_at_k, task_from_row
+from eval.countdown import (
+    BASE_SEED_SUFFIX,
+    evaluate_countdown,
+    load_tasks_file,
+    pass_at_k,
+    stderr,
+    task_from_row,
+)
 from posttrain.countdown import CountdownTask, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, HELDOUT_PERCENT, heldout_tasks
 from posttrain.io import atomic_write_text
@@ -276,19 +283,24 @@ def compute_curve(
     mean_tokens = [sum(t) / len(t) for t in samples.tokens]
     rows = []
     for n in curve_points(samples.n):
+        oracle = [pass_at_k(samples.n, sum(c), n) for c in samples.correct]
         row: dict[str, Any] = {
             "n": n,
-            "oracle_pass_at_n": sum(pass_at_k(samples.n, sum(c), n) for c in samples.correct) / n_tasks,
+            "n_tasks": n_tasks,
+            "oracle_pass_at_n": sum(oracle) / n_tasks,
+            "oracle_stderr": stderr(oracle),
             "tokens_per_task": n * sum(mean_tokens) / n_tasks,
             "best_of_n": {},
             "first_verified": {},
         }
         for name, v in verdicts.items():
-            acc = (
-                sum(best_of_n_expected(v.scores[i], samples.correct[i], n) for i in range(n_tasks)) / n_tasks
-            )
+            per_task = [best_of_n_expected(v.scores[i], samples.correct[i], n) for i in range(n_tasks)]
             vtok = sum(n * sum(v.tokens[i]) / samples.n for i in range(n_tasks)) / n_tasks
-            row["best_of_n"][name] = {"accuracy": acc, "verifier_tokens_per_task": vtok}
+            row["best_of_n"][name] = {
+                "accuracy": sum(per_task) / n_tasks,
+                "accuracy_stderr": stderr(per_task),
+                "verifier_tokens_per_task": vtok,
+            }
             step = min(chunk, n)
             fv = [
                 first_verified_expected(
@@ -307,6 +319,7 @@ def compute_curve(
             row["first_verified"][name] = {
                 "chunk": step,
                 "accuracy": sum(f.accuracy for f in fv) / n_tasks,
+                "accuracy_stderr": stderr([f.accuracy for f in fv]),
                 "samples_per_task": sum(f.samples for f in fv) / n_tasks,
                 "tokens_per_task": sum(f.tokens for f in fv) / n_tasks,
                 "verifier_tokens_per_task": sum(f.verifier_tokens for f in fv) / n_tasks,

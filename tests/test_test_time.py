@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from eval import test_time as tt
 from eval.countdown import pass_at_k
+from eval.results import collect
 from posttrain.countdown import CountdownTask
 
 TASK = CountdownTask(target=21, nums=(17, 19, 2), solution="")
@@ -274,3 +275,9 @@ def test_cli_reanalyses_an_earlier_samples_file(tmp_path, tiny_model_dir):
                        "--output_dir", str(tmp_path / "out"), "--no_progress"])  # fmt: skip
     curve = summary["runs"]["samples"]["curve"]
     assert [r["best_of_n"]["rule"]["accuracy"] for r in curve] == [0.5, 1.0]
+    # The results view shows the curve's largest N per strategy and verifier.
+    rows, _ = collect(tmp_path / "out")
+    assert [(r.metric, r.value, r.n) for r in rows] == [
+        ("best-of-2 (rule)", 1.0, 1),
+        ("first-verified@2 (rule)", 1.0, 1),
+    ]
