@@ -116,15 +116,19 @@ class PairScore:
     stopped_early: bool  # stopped below K_max because the variance fell under the threshold
     p_yes: list[float] = field(default_factory=list)
     reused: bool = False  # a duplicate of an earlier pair (same verifier input): its result, no new tokens
+    rationales: list[str] | None = None  # the sampled rationales, when the verifier keeps them
 
 
-def _finish(p_yes: list[float], tokens: int, schedule: AdaptiveK) -> PairScore:
+def _finish(
+    p_yes: list[float], tokens: int, schedule: AdaptiveK, rationales: list[str] | None = None
+) -> PairScore:
     return PairScore(
         score=sum(p_yes) / len(p_yes),
         k_used=len(p_yes),
         rationale_tokens=tokens,
         stopped_early=len(p_yes) < schedule.k_max,
         p_yes=list(p_yes),
+        rationales=rationales,
     )
 
 
@@ -203,7 +207,8 @@ class GenRMVerifier:
     `model` is a loaded causal LM (pass its `tokenizer`) or a name/path/"embedded" (loaded here). Rationales are
     sampled with `temperature`/`top_p`/`top_k` and at most `max_new_tokens` tokens each; round r of a run uses
     sampling seed `seed + r`, so added chunks draw new rationales. `batch_size` counts sequences per generate
-    call and per P(Yes) forward pass (default: 32 on CPU, 64 on GPU).
+    call and per P(Yes) forward pass (default: 32 on CPU, 64 on GPU). `keep_rationales` keeps the sampled texts
+    in each `PairScore.rationales` (for reading what the verifier wrote).
     """
 
     def __init__(
@@ -220,12 +225,13 @@ class GenRMVerifier:
         revision: str | None = None,
         dtype: str = "auto",
         progress: bool = False,
+        keep_rationales: bool = False,
     ) -> None:
         self.model, self.tokenizer = load_hf_model(model, tokenizer, revision=revision, dtype=dtype)
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.max_new_tokens, self.batch_size, self.seed = max_new_tokens, batch_size, seed
-        self.progress = progress
+        self.progress, self.keep_rationales = progress, keep_rationales
         self.sampling(1, 0)  # validate the sampling settings now, not after the first pairs
 
     def sampling(self, n: int, round_index: int) -> SamplingParams:
@@ -312,6 +318,7 @@ class GenRMVerifier:
         )
         p_yes: dict[Any, list[float]] = {key: [] for key in unique}
         tokens = dict.fromkeys(unique, 0)
+        texts_of: dict[Any, list[str]] = {key: [] for key in unique}
         want = {key: next_chunk([], schedule) for key in unique}
         bar = tqdm(
             total=len(unique), desc="genrm verify", unit="pair", disable=not self.progress, file=sys.stderr
@@ -335,6 +342,7 @@ class GenRMVerifier:
                     for key, rationales in zip(group, samples, strict=True):
                         for rationale in rationales:
                             tokens[key] += self._n_tokens(rationale)
+                            texts_of[key].append(rationale)
                             texts.append(rendered[key] + cut_at_question(rationale))
                             owners.append(key)
                     for key, p in zip(owners, self.yes_probabilities(texts), strict=True):
@@ -345,7 +353,10 @@ class GenRMVerifier:
                 bar.update(len(pending) - len(want))
         finally:
             bar.close()
-        results = {key: _finish(p_yes[key], tokens[key], schedule) for key in unique}
+        results = {
+            key: _finish(p_yes[key], tokens[key], schedule, texts_of[key] if self.keep_rationales else None)
+            for key in unique
+        }
         out = []
         for i, key in enumerate(keys):
             r = results[key]
@@ -446,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max_new_tokens", type=int, default=96)
     s.add_argument("--batch_size", type=int, default=None, help="sequences per generate call / forward pass")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--save_rationales", action="store_true", help="write the sampled rationales too")
     s.add_argument("--no_progress", action="store_true")
     return p
 
@@ -475,6 +487,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         revision=args.revision,
         progress=not args.no_progress,
+        keep_rationales=args.save_rationales,
     )
     pairs = [(row["task"], row["completion"]) for row in rows]
     labels = [row["correct"] for row in rows]

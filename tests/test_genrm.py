@@ -557,7 +557,9 @@ def test_answer_words_must_be_single_tokens():
 
 @pytest.fixture(scope="module")
 def tiny_verifier(tiny_model_dir):
-    return eg.GenRMVerifier(str(tiny_model_dir), max_new_tokens=6, temperature=1.0, batch_size=8)
+    return eg.GenRMVerifier(
+        str(tiny_model_dir), max_new_tokens=6, temperature=1.0, batch_size=8, keep_rationales=True
+    )
 
 
 def test_tiny_verifier_scores_pairs_end_to_end(tiny_verifier):
@@ -572,6 +574,7 @@ def test_tiny_verifier_scores_pairs_end_to_end(tiny_verifier):
     for r in results:
         assert 0.0 <= r.score <= 1.0 and 2 <= r.k_used <= 4 and len(r.p_yes) == r.k_used
         assert all(0.0 <= p <= 1.0 for p in r.p_yes) and r.score == pytest.approx(sum(r.p_yes) / r.k_used)
+        assert len(r.rationales) == r.k_used
     assert results[0].rationale_tokens > 0 and not results[0].reused
     assert results[2].reused and results[2].rationale_tokens == 0 and results[2].score == results[0].score
 
