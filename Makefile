@@ -38,7 +38,7 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk
+.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk genrm-countdown
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
@@ -51,6 +51,7 @@ help:
 	@echo "make dpo-countdown     on-policy pairs from runs/sft-countdown/model -> DPO -> held-out accuracy"
 	@echo "make tts-countdown     test-time compute: best-of-N / first-verified with a verifier, accuracy vs N (MODEL=)"
 	@echo "make rft-countdown     rejection-sampling fine-tuning rounds from runs/sft-countdown/model (the RL baseline)"
+	@echo "make genrm-countdown   GenRM-CoT verifier: verification data from runs/sft-countdown/model -> SFT (eval.genrm scores)"
 	@echo "make grpo-countdown    eval -> GRPO from runs/sft-countdown/model -> eval (rloo-countdown: RLOO)"
 	@echo "make rloo-ultrafeedback RLOO from runs/sft-smoltalk/model, reward runs/rm-ultrafeedback/model (grpo-...)"
 	@echo "make serve-reward     OpenAI-compatible reward endpoint for a reward model (RM=folder)"
@@ -304,6 +305,28 @@ rft-countdown: setup $(if $(filter $(SFT_COUNTDOWN_DIR)/model,$(RFT_MODEL)),$(SF
 		--model_name_or_path $(RFT_MODEL) --output_dir $(RFT_COUNTDOWN_DIR)/model $(ARGS)
 	$(POST_EVAL) --model $(RFT_COUNTDOWN_DIR)/model --output_dir $(RFT_COUNTDOWN_DIR)/eval-after $(EVAL_ARGS)
 	$(call paired,$(RFT_COUNTDOWN_DIR)/eval-before,$(RFT_COUNTDOWN_DIR)/eval-after,$(RFT_COUNTDOWN_DIR))
+
+# GenRM-CoT verifier (posttrain/genrm.py, recipes/sft/genrm_countdown.yaml): the policy's samples on GENRM_TASKS
+# training tasks (x GENRM_K, after the GENRM_TASK_OFFSET tasks the default SFT run trained on) checked step by step
+# into balanced verification data (reused when the request is unchanged), then SFT on it mixed with correct
+# solutions (genrm_lambda in the YAML). Scoring: `python -m eval.genrm --verifier $(RUNS)/genrm-countdown/model
+# --samples <eval.countdown samples.jsonl> --output_dir ...`.
+GENRM_COUNTDOWN_DIR := $(RUNS)/genrm-countdown
+GENRM_MODEL ?= $(SFT_COUNTDOWN_DIR)/model
+GENRM_TASKS ?= 400
+GENRM_K ?= 8
+GENRM_TEMPERATURE ?= 1.0
+GENRM_MAX_EXAMPLES ?= 800
+GENRM_TASK_OFFSET ?= 2560
+GENRM_DATA_ARGS ?=
+
+genrm-countdown: setup $(if $(filter $(SFT_COUNTDOWN_DIR)/model,$(GENRM_MODEL)),$(SFT_COUNTDOWN_DIR)/model/run_summary.json)
+	$(PY) -m posttrain.genrm --model $(GENRM_MODEL) --output_dir $(GENRM_COUNTDOWN_DIR)/data --template $(TEMPLATE) \
+		--n_tasks $(GENRM_TASKS) --k $(GENRM_K) --temperature $(GENRM_TEMPERATURE) --max_new_tokens $(MAX_NEW_TOKENS) \
+		--data_seed $(EVAL_SEED) --task_offset $(GENRM_TASK_OFFSET) --max_examples $(GENRM_MAX_EXAMPLES) $(GENRM_DATA_ARGS)
+	$(LAUNCH) recipes/sft/run.py --config recipes/sft/genrm_countdown.yaml --prompt_template $(TEMPLATE) \
+		--model_name_or_path $(GENRM_MODEL) --dataset_name $(GENRM_COUNTDOWN_DIR)/data \
+		--output_dir $(GENRM_COUNTDOWN_DIR)/model $(ARGS)
 
 grpo-ultrafeedback: setup
 	$(call rl_ultrafeedback,grpo)

@@ -92,6 +92,14 @@ class CountdownArguments:
     warmstart_failed_trace_share: float = field(
         default=0.0, metadata={"help": "SFT traces: share of traces that never find the answer."}
     )
+    genrm_lambda: float = field(
+        default=0.1,
+        metadata={
+            "help": "GenRM SFT (a verification folder as dataset_name): lambda of the unified loss "
+            "SFT(D_verify) + lambda * SFT(D_correct), trained as a data mixture with round(lambda * N) correct "
+            "solutions per N verification examples (see posttrain.genrm.genrm_mixture); must be >= 0."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.prompt_template not in PROMPT_TEMPLATES:
@@ -116,6 +124,8 @@ class CountdownArguments:
             )
         if self.warmstart_max_failed_tries < 0:
             raise ValueError("warmstart_max_failed_tries must be >= 0.")
+        if not self.genrm_lambda >= 0:  # also rejects NaN
+            raise ValueError(f"genrm_lambda={self.genrm_lambda} must be >= 0 (0: verification data only).")
         if self.warmstart_style not in WARMSTART_STYLES:
             raise ValueError(
                 f"warmstart_style={self.warmstart_style!r} is not known; use one of {list(WARMSTART_STYLES)}."

@@ -22,7 +22,7 @@ from posttrain.countdown import (
     load_hub_countdown_tasks,
     load_hub_warmstart,
 )
-from posttrain.dataset_names import COUNTDOWN_HUB, SMOLTALK, WARMSTART_HUB_TRACES, dataset_kind
+from posttrain.dataset_names import COUNTDOWN_HUB, GENRM, SMOLTALK, WARMSTART_HUB_TRACES, dataset_kind
 
 HELDOUT_PERCENT = 10
 DEFAULT_TASK_SEED = 1234
@@ -150,6 +150,11 @@ def load_sft_dataset(script_args, countdown_args):
         return warmstart_hub_sft_dataset(script_args, countdown_args)
     if kind == COUNTDOWN_HUB:
         return countdown_hub_sft_dataset(script_args, countdown_args)
+    if kind == GENRM:  # built on this module's task splits, so it lives in posttrain.genrm (no import circle)
+        raise ValueError(
+            f"dataset_name={script_args.dataset_name!r} is GenRM verification data: load it with "
+            "posttrain.genrm.genrm_sft_dataset (recipes/sft/run.py does)."
+        )
     return countdown_sft_dataset(countdown_args)
 
 

@@ -19,6 +19,15 @@ WARMSTART_HUB_TRACES = "warmstart_hub"  # reasoning traces from the hub
 SMOLTALK = "smoltalk"  # chat SFT
 ULTRAFEEDBACK = "ultrafeedback"  # prompts (RL) or preference pairs (DPO, reward)
 PAIRS = "pairs"  # a preference folder written by `python -m posttrain.preferences`
+GENRM = "genrm"  # GenRM-CoT verification data: a folder written by `python -m posttrain.genrm`, or the hub's
+
+GENRM_HUB_ID = "psr-ai/genrm-cot"
+# Commit not known offline: "main" is a moving target (the dataset card showed its last upload as the short sha
+# 58c7cb8, which could not be resolved to a full commit without hub access). Pin the full commit sha here
+# before publishing results.
+GENRM_HUB_REVISION = "main"
+# The file that marks a folder written by `python -m posttrain.genrm` (it records the request and counts).
+GENRM_DATA_FILE = "genrm_data.json"
 
 # kind -> (the names that select it, how an error message describes it)
 KINDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -41,10 +50,15 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
         "a preference folder (datasets.save_to_disk layout), e.g. built by "
         "`python -m posttrain.preferences --model ... --output_dir <folder>`",
     ),
+    GENRM: (
+        (GENRM_HUB_ID,),
+        f"a GenRM verification folder written by `python -m posttrain.genrm --model ... --output_dir <folder>`, "
+        f"or {GENRM_HUB_ID!r} (GenRM-CoT data, needs the hub)",
+    ),
 }
 # The kinds each recipe trains on; the first one is used when dataset_name is unset.
 RECIPE_KINDS: dict[str, tuple[str, ...]] = {
-    "SFT": (COUNTDOWN, WARMSTART_HUB_TRACES, COUNTDOWN_HUB, SMOLTALK),
+    "SFT": (COUNTDOWN, WARMSTART_HUB_TRACES, COUNTDOWN_HUB, SMOLTALK, GENRM),
     "RL": (COUNTDOWN, COUNTDOWN_HUB, ULTRAFEEDBACK),
     "preference": (ULTRAFEEDBACK, PAIRS),
 }
@@ -62,11 +76,18 @@ def is_pairs_folder(path: str | os.PathLike | None) -> bool:
     return p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file())
 
 
+def is_genrm_folder(path: str | os.PathLike | None) -> bool:
+    """True when `path` is a folder written by `python -m posttrain.genrm` (it holds GENRM_DATA_FILE)."""
+    return bool(path) and (Path(path) / GENRM_DATA_FILE).is_file()
+
+
 def dataset_kind(name: str | None, recipe: str) -> str:
     """The kind of data `name` selects for `recipe` ("SFT", "RL" or "preference"); unset: the recipe's default."""
     kinds = RECIPE_KINDS[recipe]
     if PAIRS in kinds and is_pairs_folder(name):
         return PAIRS
+    if GENRM in kinds and is_genrm_folder(name):
+        return GENRM
     if not name:
         return kinds[0]
     for kind in kinds:

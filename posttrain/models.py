@@ -150,6 +150,7 @@ MAKE_TARGETS = {
     "rm-ultrafeedback": "make rm-ultrafeedback",
     "dpo-ultrafeedback": "make dpo-ultrafeedback",
     "dpo-countdown": "make dpo-countdown",
+    "genrm-countdown": "make genrm-countdown",
 }
 
 

@@ -87,6 +87,7 @@ IDENTITY_FIELDS = (
     "temperature",
     "reward_weights",
     "dataset_name",
+    "genrm_lambda",  # the share of correct solutions mixed into GenRM verification data
     "dataset_max_train_rows",
     "reward_funcs",
     "reward_model_path",

@@ -24,6 +24,7 @@ import operator
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "evaluate_expression",
     "extract_answer",
     "is_correct",
+    "parse_answer",
     "score",
 ]
 
@@ -82,24 +84,32 @@ def _tokenize(expr: str) -> list[str | int]:
     return tokens
 
 
-def _apply(values: list[Fraction], op: str) -> None:
+Operation = tuple[Fraction, str, Fraction, Fraction]  # (left, op, right, result): "left op right = result"
+
+
+def _apply(values: list[Fraction], op: str, steps: list[Operation] | None = None) -> None:
     right = values.pop()
     left = values.pop()
     if op == "+":
-        values.append(left + right)
+        result = left + right
     elif op == "-":
-        values.append(left - right)
+        result = left - right
     elif op == "*":
-        values.append(left * right)
+        result = left * right
     else:
         if right == 0:
             raise _Invalid
-        values.append(left / right)
+        result = left / right
+    values.append(result)
+    if steps is not None:
+        steps.append((left, op, right, result))
 
 
-def _evaluate_tokens(tokens: list[str | int]) -> Fraction:
+def _evaluate_tokens(tokens: list[str | int], steps: list[Operation] | None = None) -> Fraction:
     """Iterative shunting-yard over binary operators only; a small state machine rejects unary signs,
-    adjacent literals, empty parentheses and unbalanced input. Raises _Invalid."""
+    adjacent literals, empty parentheses and unbalanced input. Raises _Invalid.
+
+    ``steps`` (optional) receives every operation in evaluation order."""
     values: list[Fraction] = []
     ops: list[str] = []
     depth = 0
@@ -118,14 +128,14 @@ def _evaluate_tokens(tokens: list[str | int]) -> Fraction:
                 raise _Invalid
         elif tok == ")":
             while ops and ops[-1] != "(":
-                _apply(values, ops.pop())
+                _apply(values, ops.pop(), steps)
             if not ops:
                 raise _Invalid
             ops.pop()
             depth -= 1
         elif isinstance(tok, str) and tok in _PREC:
             while ops and ops[-1] != "(" and _PREC[ops[-1]] >= _PREC[tok]:  # left-associative
-                _apply(values, ops.pop())
+                _apply(values, ops.pop(), steps)
             ops.append(tok)
             expect_operand = True
         else:  # literal or "(" right after an operand: concatenation / implicit multiplication
@@ -136,7 +146,7 @@ def _evaluate_tokens(tokens: list[str | int]) -> Fraction:
         op = ops.pop()
         if op == "(":
             raise _Invalid
-        _apply(values, op)
+        _apply(values, op, steps)
     return values[0]
 
 
@@ -148,6 +158,32 @@ def evaluate_expression(expr: Any) -> Fraction | None:
         return _evaluate_tokens(_tokenize(expr))
     except Exception:  # noqa: BLE001 - _Invalid, plus belt and braces for untrusted input
         return None
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """A valid answer expression: its literals (in order), its operations in evaluation order, its value."""
+
+    literals: tuple[int, ...]
+    steps: tuple[Operation, ...]
+    value: Fraction
+
+
+def parse_answer(expr: Any) -> ParsedAnswer | None:
+    """The answer expression as `score` reads it (same tokenizer, bounds and evaluator), or None if invalid.
+
+    ``steps`` are the binary operations in the order the evaluator performs them (precedence, then left to
+    right), each ``(left, op, right, result)`` with exact fractions: what a step-by-step check recomputes.
+    """
+    if not isinstance(expr, str):
+        return None
+    try:
+        tokens = _tokenize(expr)
+        steps: list[Operation] = []
+        value = _evaluate_tokens(tokens, steps)
+    except Exception:  # noqa: BLE001 - _Invalid, plus belt and braces for untrusted input
+        return None
+    return ParsedAnswer(tuple(t for t in tokens if isinstance(t, int)), tuple(steps), value)
 
 
 def _as_int(x: Any) -> int | None:

@@ -4,9 +4,14 @@
     accelerate launch --config_file accelerate_configs/single_gpu.yaml recipes/sft/run.py \
         --config recipes/sft/countdown.yaml --model_name_or_path Qwen/Qwen2.5-0.5B --bf16 true
     accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sft/run.py --config recipes/sft/smoltalk.yaml
+    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sft/run.py --config recipes/sft/genrm_countdown.yaml \
+        --model_name_or_path runs/sft-countdown/model --dataset_name runs/genrm-countdown/data
 
 Chat data (`dataset_name: HuggingFaceTB/smol-smoltalk` or `fixture`) trains on every assistant turn
 (`assistant_only_loss: true`, see posttrain.chat_sft) and prints the held-out loss before and after training.
+GenRM verification data (`dataset_name`: a folder written by `python -m posttrain.genrm`, or psr-ai/genrm-cot)
+trains a generative verifier on SFT(D_verify) + genrm_lambda * SFT(D_correct) as a data mixture
+(posttrain.genrm.genrm_sft_dataset).
 
 Any YAML key can be overridden on the command line (`--learning_rate 2e-4`). Re-running the same command
 resumes from the newest checkpoint in `output_dir`.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from contextlib import nullcontext
 
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
@@ -23,6 +29,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 from posttrain.chat_sft import eval_metrics, format_report, is_chat_dataset, prepare_chat_sft
 from posttrain.configs import CountdownArguments, ScriptArguments
 from posttrain.data import load_sft_dataset
+from posttrain.genrm import genrm_sft_dataset, is_genrm_source
 from posttrain.runtime import (
     finish_run,
     parse_recipe_args,
@@ -48,7 +55,9 @@ def main(
     resume = resume_checkpoint(
         training_args, run_identity(model_args, training_args, script_args, countdown_args)
     )
-    dataset = load_sft_dataset(script_args, countdown_args)
+    # GenRM verification data (a `python -m posttrain.genrm` folder or psr-ai/genrm-cot): eq. 7's mixture.
+    load = genrm_sft_dataset if is_genrm_source(script_args.dataset_name) else load_sft_dataset
+    dataset = load(script_args, countdown_args)
     # Chat data: the loss on every assistant turn, conversations fitted into max_length at turn boundaries.
     chat = None
     if is_chat_dataset(dataset[script_args.dataset_train_split]):
@@ -84,6 +93,7 @@ def main(
         extra={
             "recipe": "sft",
             "n_train": len(dataset[script_args.dataset_train_split]),
+            **data_kinds(dataset[script_args.dataset_train_split]),
             **(
                 {}
                 if chat is None
@@ -92,6 +102,13 @@ def main(
         },
         report=None if chat is None else format_report(train_loss, trained.before, trained.after),
     )
+
+
+def data_kinds(train_dataset) -> dict:
+    """GenRM data: how many training examples of each kind (verify, correct) the mixture holds."""
+    if "kind" not in (train_dataset.column_names or []):
+        return {}
+    return {"n_train_by_kind": dict(Counter(train_dataset["kind"]))}
 
 
 def make_parser() -> TrlParser:
