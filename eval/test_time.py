@@ -77,20 +77,21 @@ def genrm_verifier(
     tasks: Sequence[CountdownTask], candidates: Sequence[Sequence[str]], *, options: dict[str, Any], **_: Any
 ) -> Verdicts:
     """Mean P(Yes) of a GenRM-CoT verifier over adaptively many sampled rationales (`eval.genrm`)."""
-    from eval.genrm import GenRMVerifier
+    from eval.genrm import AdaptiveK, GenRMVerifier
 
     if not options.get("genrm_model"):
         raise ValueError("--verifier genrm needs --genrm_model (a folder trained by `make genrm-countdown`)")
     verifier = GenRMVerifier(
-        options["genrm_model"],
+        options["genrm_model"], seed=options["seed"], progress=options.get("progress", True)
+    )
+    schedule = AdaptiveK(
         k_min=options["genrm_k_min"],
         k_max=options["genrm_k_max"],
         chunk=options["genrm_chunk"],
         var_threshold=options["genrm_var_threshold"],
-        seed=options["seed"],
     )
     pairs = [(t, c) for t, cands in zip(tasks, candidates, strict=True) for c in cands]
-    results = verifier.score_pairs(pairs, progress=options.get("progress", True))
+    results = verifier.score(pairs, schedule)
     scores: list[list[float]] = []
     tokens: list[list[int]] = []
     it = iter(results)

@@ -281,3 +281,20 @@ def test_cli_reanalyses_an_earlier_samples_file(tmp_path, tiny_model_dir):
         ("best-of-2 (rule)", 1.0, 1),
         ("first-verified@2 (rule)", 1.0, 1),
     ]
+
+
+def test_curve_with_the_genrm_verifier_on_a_tiny_model(tiny_model_dir, tmp_path):
+    out = tmp_path / "genrm"
+    summary = tt.main(
+        ["--model", str(tiny_model_dir), "--n", "2", "--chunk", "1", "--n_tasks", "2", "--max_new_tokens", "4",
+         "--template", "short", "--orderings", "10", "--no_greedy", "--verifier", "rule", "genrm",
+         "--genrm_model", str(tiny_model_dir), "--genrm_k_min", "1", "--genrm_k_max", "2", "--genrm_chunk", "1",
+         "--output_dir", str(out), "--no_progress"]
+    )  # fmt: skip
+    last = summary["runs"]["t1"]["curve"][-1]
+    assert set(last["best_of_n"]) == {"rule", "genrm"}
+    assert 0.0 <= last["best_of_n"]["genrm"]["accuracy"] <= last["oracle_pass_at_n"] + 1e-9
+    picks = [
+        json.loads(line)["picks"]["genrm"] for line in (out / "per_task-t1.jsonl").read_text().splitlines()
+    ]
+    assert all(0.0 <= p["score"] <= 1.0 for p in picks)
