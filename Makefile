@@ -117,10 +117,13 @@ TTS_TEMPERATURES ?= 1.0
 TTS_VERIFIERS ?= rule
 TTS_ARGS ?=
 TTS_MODEL ?= $(if $(filter file,$(origin MODEL)),$(SFT_COUNTDOWN_DIR)/model,$(MODEL))
+# TTS_VERIFIERS="rule genrm" scores with the GenRM-CoT verifier of `make genrm-countdown` too.
+TTS_GENRM ?= $(RUNS)/genrm-countdown/model
 
 tts-countdown: setup
 	$(PY) -m eval.test_time --model $(TTS_MODEL) --n $(TTS_N) --temperatures $(TTS_TEMPERATURES) \
-		--verifier $(TTS_VERIFIERS) --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) \
+		--verifier $(TTS_VERIFIERS) $(if $(filter genrm,$(TTS_VERIFIERS)),--genrm_model $(TTS_GENRM)) \
+		--n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) \
 		--output_dir $(RUNS)/tts-countdown/$(subst /,_,$(TTS_MODEL)) $(TTS_ARGS)
 
 # Before/after on the same held-out tasks (3 numbers), plus the harder 4-number split after training (the
