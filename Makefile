@@ -57,8 +57,10 @@ help:
 	@echo "make serve-reward     OpenAI-compatible reward endpoint for a reward model (RM=folder)"
 	@echo "make serve-judge      the same endpoint with the verifiable judge (correctness on the fixture's tasks)"
 	@echo "make eval-winrate     win rate vs REFERENCE; judge: verifiable (default), SERVE_RM=folder, JUDGE=endpoint"
+	@echo "                      BEST_OF=N: the policy samples N answers, the judge picks one (BEST_OF_TEMPERATURE=0.7)"
 	@echo "make judge-probes     sanity probes for the judge at REWARD_URL/REWARD_MODEL (right reply > bad ones)"
 	@echo "make leaderboard-submit build, validate and (with LEADERBOARD_URL) upload a submission"
+	@echo "                      BEST_OF=N: submit the rule verifier's / the judge's pick of N samples (judge as above)"
 	@echo "make results          every run's summary.json as one table + runs/results.png"
 	@echo "make test             fast offline test suite;  make test-slow: the slow tests"
 	@echo "make bench            CPU benchmarks (reward throughput, SFT tokens/s); bench-rl: RL step time"
@@ -158,6 +160,10 @@ REFERENCE ?= Qwen/Qwen2.5-0.5B-Instruct
 WINRATE_PROMPTS ?= 32
 WINRATE_MAX_NEW_TOKENS ?= 96
 WINRATE_ARGS ?=
+# Best-of-N for eval-winrate and leaderboard-submit: BEST_OF=N samples N answers per prompt at BEST_OF_TEMPERATURE
+# and submits/compares the judge's pick (Countdown submissions: the rule verifier's). 1 = off.
+BEST_OF ?= 1
+BEST_OF_TEMPERATURE ?= 0.7
 # Judge sanity probes (eval.judge_probes) for any endpoint; PROBES_ARGS="--strict" makes a failed probe fail make.
 PROBES_OUTPUT ?= $(RUNS)/judge-probes.json
 PROBES_ARGS ?=
@@ -167,6 +173,10 @@ SUBMIT_COUNTDOWN_PROMPTS ?=
 SUBMIT_UF_PROMPTS ?=
 SUBMIT_N ?=
 SUBMIT_ARGS ?=
+# The judge that picks UltraFeedback answers when BEST_OF > 1, chosen as for eval-winrate: SERVE_RM=folder, a
+# REWARD_URL given by the user (JUDGE=endpoint), else the verifiable judge started for the run (offline).
+SUBMIT_JUDGE_ARGS = $(if $(SERVE_RM),--serve_rm $(SERVE_RM),$(if $(filter verifiable,$(JUDGE)),--serve_judge verifiable,\
+	--reward_url $(REWARD_URL) --reward_model $(REWARD_MODEL) --api_key_env $(REWARD_API_KEY_ENV)))
 
 serve-reward: setup
 	$(PY) -m eval.reward_server --rm $(REWARD_RM) --port $(REWARD_PORT)
@@ -179,7 +189,7 @@ eval-winrate: setup
 		--reward_model $(REWARD_MODEL) --api_key_env $(REWARD_API_KEY_ENV) --n_prompts $(WINRATE_PROMPTS) \
 		--max_new_tokens $(WINRATE_MAX_NEW_TOKENS) --output_root $(RUNS)/winrate \
 		$(if $(SERVE_RM),--serve_rm $(SERVE_RM),$(if $(filter verifiable,$(JUDGE)),--serve_judge verifiable)) \
-		$(WINRATE_ARGS)
+		--best_of $(BEST_OF) --best_of_temperature $(BEST_OF_TEMPERATURE) $(WINRATE_ARGS)
 
 judge-probes: setup
 	$(PY) -m eval.judge_probes --reward_url $(REWARD_URL) --reward_model $(REWARD_MODEL) \
@@ -190,7 +200,9 @@ leaderboard-submit: setup
 		$(if $(SUBMIT_N),--countdown_n $(SUBMIT_N) --ultrafeedback_n $(SUBMIT_N)) \
 		--countdown_max_new_tokens $(MAX_NEW_TOKENS) --ultrafeedback_max_new_tokens $(WINRATE_MAX_NEW_TOKENS) \
 		$(if $(SUBMIT_COUNTDOWN_PROMPTS),--countdown_prompts $(SUBMIT_COUNTDOWN_PROMPTS)) \
-		$(if $(SUBMIT_UF_PROMPTS),--ultrafeedback_prompts $(SUBMIT_UF_PROMPTS)) $(SUBMIT_ARGS)
+		$(if $(SUBMIT_UF_PROMPTS),--ultrafeedback_prompts $(SUBMIT_UF_PROMPTS)) \
+		--best_of $(BEST_OF) --best_of_temperature $(BEST_OF_TEMPERATURE) \
+		$(if $(filter-out 1,$(BEST_OF)),$(SUBMIT_JUDGE_ARGS)) $(SUBMIT_ARGS)
 
 results: setup
 	$(PY) -m eval.results $(RUNS)

@@ -16,6 +16,15 @@ How many: every item of a given prompt file or dataset (the leaderboard's sets a
 default sets (generated Countdown tasks, the default/fixture UltraFeedback prompts) the first 32 (a CPU-sized
 run). ``--countdown_n`` / ``--ultrafeedback_n`` take the first N in either case.
 
+Best-of-N (``--best_of N``, ``--best_of_temperature``): the model samples N answers per prompt and one is
+submitted (`eval.best_of_n`; ties: the first). Countdown: the first the rule verifier accepts
+(`rewards.countdown.score` == 1.0, from the puzzle's numbers and target only), else the first sample.
+UltraFeedback: the judge's highest-scored, through ``--reward_url`` or the local reward server started in this
+process (``--serve_judge verifiable`` / ``--serve_rm FOLDER``, `eval.winrate.connect_judge`); a prompt none of
+whose candidates could be scored keeps its first sample and is counted. ``metadata.best_of`` records N, the
+temperature, the verifier, the judge (no credentials) and those counts; ``metadata.sampling`` keeps ``n: 1``
+(one submitted answer per prompt) and the run's own settings.
+
 The file follows schema version 1: the pydantic models `Submission` and below are the schema (no other keys at
 any level; every bad field is reported with its path). It goes to ``submissions/<model>-<method>-<UTC time>.json``.
 Upload: ``POST`` to ``LEADERBOARD_URL`` with ``Authorization: Bearer $LEADERBOARD_TOKEN`` and an
@@ -43,7 +52,7 @@ import urllib.request
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import pydantic_core
@@ -58,8 +67,12 @@ from pydantic import (
     model_validator,
 )
 
-from eval.reward_client import redact_url
+from eval import best_of_n
+from eval.reward_client import RewardEndpointError, redact_url
 from posttrain.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from eval.winrate import JudgeConnection
 
 logger = logging.getLogger("eval.submit")
 
@@ -68,6 +81,12 @@ TASKS = ("countdown", "ultrafeedback")
 MAX_SUBMISSION_BYTES = 50 * 1024 * 1024
 MAX_ANSWER_BYTES = 1024 * 1024  # of the leaderboard's answer kept for the receipt
 DEFAULT_SET_N = 32  # items taken from the default (generated / fixture) prompt sets when no N is given
+REWARD_TOKEN_MARGIN = 64  # tokens kept free for chat markup under the judge's limit (eval.winrate's default)
+NEEDS_JUDGE = (
+    "--best_of N > 1 on ultrafeedback needs a judge to pick with: --serve_judge verifiable (offline, the fixture's "
+    "prompts), --serve_rm FOLDER (a reward model), or --reward_url URL [--reward_model ID --api_key_env VAR]; "
+    "or leave ultrafeedback out (--tasks countdown)"
+)
 
 
 class SubmissionError(ValueError):
@@ -130,6 +149,23 @@ class Sampling(_Strict):
     batch_size: Positive | None
 
 
+class BestOf(_Strict):
+    """How each task's one answer was chosen among ``n`` sampled candidates (absent: plain sampling).
+
+    ``temperature`` is the candidates' (``metadata.sampling`` keeps the run's own settings). Countdown: the
+    first candidate ``rewards.countdown.score`` rates 1.0 (``countdown_verifier: "rule"``; how many tasks had
+    one in ``countdown_verified``). UltraFeedback: the judge's best (``ultrafeedback_judge``: who, without
+    credentials); ``ultrafeedback_unscored`` prompts had no candidate scored and keep their first sample.
+    """
+
+    n: Annotated[int, Field(ge=2, le=MAX_INT)]
+    temperature: Annotated[float, Field(gt=0)]
+    countdown_verifier: Literal["rule"] | None = None
+    countdown_verified: Count | None = None
+    ultrafeedback_judge: NonEmpty | None = None
+    ultrafeedback_unscored: Count | None = None
+
+
 class Metadata(_Strict):
     model: NonEmpty
     model_revision: Text | None  # the resolved hub commit when none was asked for
@@ -140,6 +176,7 @@ class Metadata(_Strict):
     sampling: Sampling
     backend: Literal["hf", "vllm"]
     team: Text | None = None
+    best_of: BestOf | None = None  # optional: files without it (one sample per prompt) stay valid
 
     @field_validator("created")
     @classmethod
@@ -229,6 +266,12 @@ class Submission(_Strict):
     def _some_task(self) -> Submission:
         if self.countdown is None and self.ultrafeedback is None:
             raise ValueError(f"holds no task: add at least one of {list(TASKS)}")
+        best_of = self.metadata.best_of
+        if best_of is not None:
+            if self.countdown is not None and best_of.countdown_verifier is None:
+                raise ValueError("metadata.best_of: a countdown section needs countdown_verifier")
+            if self.ultrafeedback is not None and best_of.ultrafeedback_judge is None:
+                raise ValueError("metadata.best_of: an ultrafeedback section needs ultrafeedback_judge")
         return self
 
 
@@ -387,9 +430,17 @@ def load_countdown_prompt_set(
 
 
 def _countdown_section(
-    gen: _Generation, prompts_source: str | None, n: int | None, seed: int, template: str | None, max_new: int
-) -> dict[str, Any]:
-    """The Countdown section: held-out tasks by default, the model's answers and the rendered prompts."""
+    gen: _Generation,
+    prompts_source: str | None,
+    n: int | None,
+    seed: int,
+    template: str | None,
+    max_new: int,
+    best_of: int = 1,
+    temperature: float = best_of_n.DEFAULT_TEMPERATURE,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Countdown section (held-out tasks by default, the model's answers and the rendered prompts) and, with
+    ``best_of`` > 1, how the answers were picked: the first of ``best_of`` samples the rule verifier accepts."""
     from posttrain.countdown import make_prompt
     from posttrain.models import trained_template
     from posttrain.sampling import render_prompts
@@ -397,32 +448,99 @@ def _countdown_section(
     rows, info = load_countdown_prompt_set(prompts_source, n=n, seed=seed)
     template = template or trained_template(gen.model) or "chat"
     prompts = [make_prompt(r["nums"], r["target"], template) for r in rows]
-    outs = gen(prompts, max_new)
+    picked: dict[str, Any] = {}
+    if best_of > 1:
+        picks = best_of_n.pick_countdown(rows, gen(prompts, max_new, n=best_of, temperature=temperature))
+        completions = picks.responses
+        verified = sum(r["verified"] for r in picks.records)
+        picked = {"countdown_verifier": "rule", "countdown_verified": verified}
+        logger.info(
+            "best-of-%d on countdown: the rule verifier accepted %d of %d", best_of, verified, len(rows)
+        )
+    else:
+        completions = [o[0] for o in gen(prompts, max_new)]
     texts = render_prompts(prompts, gen.tokenizer)
-    items = [r | {"prompt": t, "completion": o[0]} for r, t, o in zip(rows, texts, outs, strict=True)]
-    return {"prompt_source": info, "template": template, "max_new_tokens": max_new, "items": items}
+    items = [r | {"prompt": t, "completion": c} for r, t, c in zip(rows, texts, completions, strict=True)]
+    section = {"prompt_source": info, "template": template, "max_new_tokens": max_new, "items": items}
+    return section, picked
+
+
+def judge_label(judge: JudgeConnection) -> str:
+    """Who picked the UltraFeedback answers, for the metadata: model id, kind, and where (a base URL without
+    credentials, or the in-process server's RM folder / judge name); any API key scrubbed."""
+    desc = judge.description
+    kind = desc.get("kind") or "endpoint"
+    if judge.served:
+        source = "" if judge.served == kind else f" from {judge.served}"
+        label = f"{desc['model']} ({kind}, served in process{source})"
+    else:
+        label = f"{desc['model']} ({kind}) at {desc.get('base_url')}"
+    return judge.client.redact(label)[:300]
 
 
 def _ultrafeedback_section(
-    gen: _Generation, prompts_source: str | None, n: int | None, max_new: int
-) -> dict[str, Any]:
-    """The UltraFeedback section: one answer per prompt, each item keyed by the prompt's sha256."""
-    from eval.winrate import load_prompt_set, prompt_id
+    gen: _Generation,
+    prompts_source: str | None,
+    n: int | None,
+    max_new: int,
+    best_of: int = 1,
+    temperature: float = best_of_n.DEFAULT_TEMPERATURE,
+    judge: JudgeConnection | None = None,
+    concurrency: int = 8,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The UltraFeedback section (one answer per prompt, each item keyed by the prompt's sha256) and, with
+    ``best_of`` > 1, how the answers were picked: the judge's highest-scored of ``best_of`` samples, scored as
+    `eval.winrate` scores (same truncation to the endpoint's limit, counted with the model's tokenizer)."""
+    from eval.winrate import load_prompt_set, prompt_id, scoring_budget, truncate_pair
 
     prompts, info = load_prompt_set(prompts_source, n=n)
-    outs = gen([[{"role": "user", "content": p}] for p in prompts], max_new)
-    items = [{"id": prompt_id(p), "prompt": p, "response": o[0]} for p, o in zip(prompts, outs, strict=True)]
-    return {"prompt_source": info, "max_new_tokens": max_new, "items": items}
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    picked: dict[str, Any] = {}
+    if best_of > 1:
+        if judge is None:
+            raise ValueError(NEEDS_JUDGE)
+        budget = scoring_budget(judge.max_reward_tokens, REWARD_TOKEN_MARGIN, concurrency)
+        picks = best_of_n.pick_by_judge(
+            prompts,
+            gen(conversations, max_new, n=best_of, temperature=temperature),
+            judge.client,
+            lambda prompt, reply: truncate_pair(prompt, reply, gen.tokenizer, budget),
+            concurrency=concurrency,
+        )
+        responses = picks.responses
+        unscored = sum(r["all_failed"] for r in picks.records)
+        picked = {"ultrafeedback_judge": judge_label(judge), "ultrafeedback_unscored": unscored}
+        if unscored:
+            logger.warning(
+                "best-of-%d on ultrafeedback: %d of %d prompts had no candidate scored by %s and keep their first "
+                "sample (metadata.best_of.ultrafeedback_unscored)",
+                best_of,
+                unscored,
+                len(prompts),
+                picked["ultrafeedback_judge"],
+            )
+    else:
+        responses = [o[0] for o in gen(conversations, max_new)]
+    items = [
+        {"id": prompt_id(p), "prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)
+    ]
+    return {"prompt_source": info, "max_new_tokens": max_new, "items": items}, picked
 
 
-def _metadata(gen: _Generation, method: str, team: str | None, max_new_tokens: int) -> dict[str, Any]:
+def _metadata(
+    gen: _Generation,
+    method: str,
+    team: str | None,
+    max_new_tokens: int,
+    best_of: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     from eval.winrate import resolve_model_commit
     from posttrain.runtime import git_commit
 
     sampling = gen.params.to_dict()
     # Schema v1 keeps one value here: the largest of the built tasks'; each task section holds its own.
     sampling["max_new_tokens"] = max_new_tokens
-    return {
+    metadata = {
         "model": gen.model,
         "model_revision": gen.revision or resolve_model_commit(gen.model, None),
         "method": method,
@@ -433,6 +551,9 @@ def _metadata(gen: _Generation, method: str, team: str | None, max_new_tokens: i
         "backend": gen.backend,
         "team": team,
     }
+    if best_of is not None:  # only then: a plain submission is byte-for-byte what it always was
+        metadata["best_of"] = best_of
+    return metadata
 
 
 class _Generation:
@@ -451,15 +572,21 @@ class _Generation:
         )
         self.tokenizer = tokenizer or load_tokenizer(model, revision=revision)
 
-    def __call__(self, prompts: list[Any], max_new_tokens: int) -> list[list[str]]:
+    def __call__(
+        self, prompts: list[Any], max_new_tokens: int, *, n: int = 1, temperature: float | None = None
+    ) -> list[list[str]]:
+        """``n`` samples per prompt; ``temperature`` overrides the run's (the best-of-N candidates')."""
         from dataclasses import replace
 
         from posttrain.sampling import generate
 
+        params = replace(self.params, max_new_tokens=max_new_tokens, n=n)
+        if temperature is not None:
+            params = replace(params, temperature=temperature)
         return generate(
             self.generator,
             prompts,
-            replace(self.params, max_new_tokens=max_new_tokens),
+            params,
             tokenizer=self.tokenizer,
             backend=self.backend,
             revision=self.revision,
@@ -485,33 +612,63 @@ def build_submission(
     backend: str = "auto",
     team: str | None = None,
     progress: bool = True,
+    best_of: int = 1,
+    best_of_temperature: float = best_of_n.DEFAULT_TEMPERATURE,
+    judge: JudgeConnection | None = None,
+    judge_concurrency: int = 8,
 ) -> dict[str, Any]:
     """Generate the answers for ``tasks`` and return the submission dict (validated).
 
     ``countdown_n`` / ``ultrafeedback_n`` None: every item of a given prompt file or dataset, the first
     `DEFAULT_SET_N` of a default set (generated Countdown tasks; the default or ``fixture`` UltraFeedback set).
+    ``best_of`` > 1: each answer is picked among that many samples at ``best_of_temperature`` (Countdown: the
+    rule verifier; UltraFeedback: ``judge``, `eval.winrate.connect_judge`), described in ``metadata.best_of``.
     """
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"--tasks must name some of {list(TASKS)}, got {list(tasks)}")
     if not method or not method.strip():
         raise ValueError("--method must name the training method (e.g. sft, dpo, grpo)")
+    best_of_n.check_best_of(best_of, best_of_temperature)
+    if best_of > 1 and "ultrafeedback" in tasks and judge is None:
+        raise ValueError(NEEDS_JUDGE)
     if countdown_n is None and countdown_prompts is None:
         countdown_n = DEFAULT_SET_N
     if ultrafeedback_n is None and ultrafeedback_prompts in (None, "fixture"):
         ultrafeedback_n = DEFAULT_SET_N
     gen = _Generation(model, model_revision, params, backend, progress)
     data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    picked: dict[str, Any] = {"n": best_of, "temperature": float(best_of_temperature)}
     if "countdown" in tasks:
-        data["countdown"] = _countdown_section(
-            gen, countdown_prompts, countdown_n, countdown_seed, countdown_template, countdown_max_new_tokens
+        data["countdown"], how = _countdown_section(
+            gen,
+            countdown_prompts,
+            countdown_n,
+            countdown_seed,
+            countdown_template,
+            countdown_max_new_tokens,
+            best_of,
+            best_of_temperature,
         )
+        picked |= how
     if "ultrafeedback" in tasks:
-        data["ultrafeedback"] = _ultrafeedback_section(
-            gen, ultrafeedback_prompts, ultrafeedback_n, ultrafeedback_max_new_tokens
+        data["ultrafeedback"], how = _ultrafeedback_section(
+            gen,
+            ultrafeedback_prompts,
+            ultrafeedback_n,
+            ultrafeedback_max_new_tokens,
+            best_of,
+            best_of_temperature,
+            judge,
+            judge_concurrency,
         )
+        picked |= how
     data["metadata"] = _metadata(
-        gen, method, team, max(data[t]["max_new_tokens"] for t in TASKS if t in data)
+        gen,
+        method,
+        team,
+        max(data[t]["max_new_tokens"] for t in TASKS if t in data),
+        picked if best_of > 1 else None,
     )
     validate_submission(data)
     return data
@@ -774,6 +931,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_insecure_http", action="store_true")
     p.add_argument("--timeout_s", type=float, default=60.0)
     p.add_argument("--no_progress", action="store_true")
+    b = p.add_argument_group("best-of-N (metadata.best_of)")
+    b.add_argument(
+        "--best_of",
+        type=int,
+        default=1,
+        help="N > 1: sample N answers per prompt and submit one: Countdown the first the rule verifier accepts, "
+        "UltraFeedback the judge's best (needs a judge below); 1: off",
+    )
+    b.add_argument(
+        "--best_of_temperature",
+        type=float,
+        default=best_of_n.DEFAULT_TEMPERATURE,
+        help="sampling temperature of the N candidates (> 0; the seed is --seed)",
+    )
+    b.add_argument("--reward_url", default=None, help="the UltraFeedback judge: OpenAI-compatible base URL")
+    b.add_argument(
+        "--reward_model", default="auto", help="model id at the endpoint (auto: the only one listed)"
+    )
+    b.add_argument("--api_key_env", default="REWARD_API_KEY", help="env variable holding the judge's key")
+    serve = b.add_mutually_exclusive_group()
+    serve.add_argument("--serve_rm", default=None, help="start the local reward server on this RM folder")
+    serve.add_argument(
+        "--serve_judge",
+        default=None,
+        choices=("verifiable",),
+        help="start the local reward server with this judge",
+    )
+    b.add_argument("--reward_cache", default="runs/reward-cache/scores.jsonl", help="'' disables the cache")
+    b.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at most")
     return p
 
 
@@ -795,13 +981,45 @@ def _upload(path: Path, args: argparse.Namespace) -> None:
     print(f"receipt: {path.with_suffix('.receipt.json')}")
 
 
+def _connect_judge(args: argparse.Namespace, tasks: list[str], api_key: str | None) -> JudgeConnection | None:
+    """The UltraFeedback judge of a best-of-N submission, or None when none is needed; a judge option without
+    ``--best_of`` N > 1 is an error (it would pick nothing)."""
+    from eval.winrate import connect_judge
+
+    given = [flag for flag in ("reward_url", "serve_rm", "serve_judge") if getattr(args, flag)]
+    if args.best_of == 1:
+        if given:
+            raise ValueError(
+                f"--{given[0]} names the judge that picks among best-of-N candidates; it needs --best_of N > 1 "
+                f"(BEST_OF=N for make), or leave it out"
+            )
+        return None
+    if "ultrafeedback" not in tasks:
+        return None
+    if not given:
+        raise ValueError(NEEDS_JUDGE)
+    if args.concurrency < 1:
+        raise ValueError(f"--concurrency must be >= 1, got {args.concurrency}")
+    return connect_judge(
+        reward_url=args.reward_url,
+        reward_model=args.reward_model,
+        api_key=api_key,
+        serve_rm=args.serve_rm,
+        serve_judge=args.serve_judge,
+        reward_cache=args.reward_cache,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     from eval.winrate import model_not_available_message
     from posttrain.models import ModelNotAvailableError
     from posttrain.sampling import SamplingParams
+    from rewards.api_retry import redact
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    judge = None
     try:
         if args.validate or args.upload:
             path = Path(args.validate or args.upload)
@@ -822,10 +1040,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
             seed=args.seed,
             batch_size=args.batch_size,
         )
+        best_of_n.check_best_of(args.best_of, args.best_of_temperature)
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        judge = _connect_judge(args, tasks, api_key)
         data = build_submission(
             model=args.model,
             method=args.method,
-            tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+            tasks=tasks,
             model_revision=args.model_revision,
             countdown_prompts=args.countdown_prompts,
             countdown_n=args.countdown_n,
@@ -839,6 +1060,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
             backend=args.backend,
             team=args.team,
             progress=not args.no_progress,
+            best_of=args.best_of,
+            best_of_temperature=args.best_of_temperature,
+            judge=judge,
+            judge_concurrency=args.concurrency,
         )
         path = submission_path(args.output_dir, args.model, args.method)
         atomic_write_json(path, data)
@@ -846,12 +1071,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
         print(f"wrote a valid submission to {path} (items: {counts})")
         _upload(path, args)
         return path
-    except (SubmissionError, UploadError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (SubmissionError, UploadError, ValueError, FileNotFoundError, RewardEndpointError) as exc:
+        print(redact(f"error: {exc}", api_key), file=sys.stderr)  # a judge endpoint may echo its key
         raise SystemExit(2) from None
     except ModelNotAvailableError as exc:
         print(model_not_available_message(exc), file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        if judge is not None:
+            judge.close()
 
 
 if __name__ == "__main__":

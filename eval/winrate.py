@@ -26,6 +26,13 @@ Before anything is generated the judge answers the sanity probes of `eval.judge_
 style: the predicted win rate at equal lengths), the judge's length effect and the win rate of length-matched
 pairs, and the answers' length statistics.
 
+Best-of-N (``--best_of N``): the policy samples N answers per prompt at ``--best_of_temperature`` (the run's seed),
+the judge scores each through the same client, and the highest-scored one (`eval.best_of_n`; ties: the first)
+is the policy's answer in the comparison; the reference answers as usual. ``best_of`` in the summary: the
+candidates scored and failed, the prompts none of whose candidates could be scored (they keep their first
+sample, and the command exits non-zero until a re-run scores them), the mean chosen score against the mean
+candidate score; ``best_of.jsonl`` has each prompt's candidates, scores and chosen index.
+
 Costs are paid once: generations are cached in ``<output_dir>/generations/`` (keyed by model, revision, a
 fingerprint of a local model folder's config, weight and tokenizer files, sampling parameters and prompts) and rewards in an append-only cache keyed by (endpoint model, messages)
 (``--reward_cache``), so re-running the same command after a crash, a kill or a partial failure only does the
@@ -49,11 +56,12 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from eval import judge_probes
+from eval import best_of_n, judge_probes
 from eval.length_control import length_report
 from eval.paired import mcnemar_exact
 from eval.reward_client import (  # noqa: F401 (parse_reward, RewardParseError, pick_auto_reward_model: this API)
@@ -274,6 +282,43 @@ def _generation_spec(
     return spec, hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def generate_candidates(
+    model: str,
+    prompts: list[str],
+    params: SamplingParams,
+    *,
+    revision: str | None,
+    backend: str,
+    cache_dir: Path | None,
+    progress: bool = True,
+) -> tuple[list[list[str]], bool]:
+    """``params.n`` responses per prompt (chat template applied), reused from ``cache_dir`` when the spec
+    matches, and whether they were. With ``n == 1`` the cache file is the one-response-per-prompt list it has
+    always been, so older caches stay valid."""
+    chosen = resolve_backend(backend, model)
+    spec, digest = _generation_spec(model, revision, params, chosen, prompts)
+    path = cache_dir / f"{digest}.json" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            rows = saved.get("responses", [])
+            if saved.get("spec") == spec and len(rows) == len(prompts):
+                if params.n == 1:
+                    rows = [[r] for r in rows]
+                if all(isinstance(r, list) and len(r) == params.n for r in rows):
+                    logger.info("reusing %d generations of %s from %s", len(prompts), model, path)
+                    return [[str(c) for c in r] for r in rows], True
+        except (json.JSONDecodeError, AttributeError):
+            logger.warning("ignoring unreadable generation cache %s", path)
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    outputs = generate(model, conversations, params, backend=chosen, revision=revision, progress=progress)
+    candidates = [list(outs) for outs in outputs]
+    if path is not None:
+        saved_rows: list[Any] = [c[0] for c in candidates] if params.n == 1 else candidates
+        atomic_write_json(path, {"spec": spec, "responses": saved_rows})
+    return candidates, False
+
+
 def generate_responses(
     model: str,
     prompts: list[str],
@@ -285,23 +330,15 @@ def generate_responses(
     progress: bool = True,
 ) -> tuple[list[str], bool]:
     """One response per prompt (chat template applied), reused from ``cache_dir`` when the spec matches."""
-    chosen = resolve_backend(backend, model)
-    spec, digest = _generation_spec(model, revision, params, chosen, prompts)
-    path = cache_dir / f"{digest}.json" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-            if saved.get("spec") == spec and len(saved.get("responses", [])) == len(prompts):
-                logger.info("reusing %d generations of %s from %s", len(prompts), model, path)
-                return [str(r) for r in saved["responses"]], True
-        except (json.JSONDecodeError, AttributeError):
-            logger.warning("ignoring unreadable generation cache %s", path)
-    conversations = [[{"role": "user", "content": p}] for p in prompts]
-    outputs = generate(model, conversations, params, backend=chosen, revision=revision, progress=progress)
-    responses = [outs[0] for outs in outputs]
-    if path is not None:
-        atomic_write_json(path, {"spec": spec, "responses": responses})
-    return responses, False
+    if params.n != 1:
+        raise ValueError(
+            f"generate_responses gives one response per prompt (n=1), got n={params.n}; use "
+            f"generate_candidates"
+        )
+    candidates, reused = generate_candidates(
+        model, prompts, params, revision=revision, backend=backend, cache_dir=cache_dir, progress=progress
+    )
+    return [c[0] for c in candidates], reused
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -336,7 +373,7 @@ Conversation = list[dict[str, str]]
 ROLES = ("policy", "reference")
 
 
-def _scoring_budget(max_reward_tokens: int, reward_token_margin: int, concurrency: int) -> int:
+def scoring_budget(max_reward_tokens: int, reward_token_margin: int, concurrency: int) -> int:
     """Tokens left for prompt and response under the endpoint's limit (a clear error when too few)."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -408,11 +445,13 @@ def run_provenance(
     params: SamplingParams,
     backend: str,
     reward_model: str,
+    best_of: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What produced the numbers: on every result line (``run``) and at the top of the summary."""
+    """What produced the numbers: on every result line (``run``) and at the top of the summary; ``best_of``
+    (``{"n", "temperature"}``) only when the policy's answers were picked among N candidates."""
     from posttrain.runtime import git_commit
 
-    return {
+    provenance = {
         "model": model,
         "model_revision": model_revision,
         "model_commit": resolve_model_commit(model, model_revision),
@@ -427,6 +466,9 @@ def run_provenance(
         "reward_model": reward_model,
         "git_commit": git_commit(),
     }
+    if best_of is not None:
+        provenance["best_of"] = best_of
+    return provenance
 
 
 def result_rows(
@@ -565,9 +607,17 @@ def evaluate_winrate(
     run_judge_probes: bool = True,
     stop_on_probe_failure: bool = False,
     probes: Sequence[judge_probes.Probe] | None = None,
+    best_of: int = 1,
+    best_of_temperature: float = best_of_n.DEFAULT_TEMPERATURE,
 ) -> dict[str, Any]:
     """Probe the judge, generate (or reuse), score, write ``results.jsonl`` and ``summary.json``; return the
     summary.
+
+    ``best_of`` > 1: the policy samples that many candidates per prompt at ``best_of_temperature`` (the run's
+    seed, other settings as ``params``), the judge scores each through the same client and the best one
+    (`eval.best_of_n`) is the policy's answer; the reference answers as usual. The summary's ``best_of`` block
+    says what picking bought and which prompts had no candidate scored; ``best_of.jsonl`` has every prompt's
+    candidate scores and chosen index.
 
     ``responses`` (``{"policy": [...], "reference": [...]}``) skips generation, for callers that already
     hold the answers. ``judge`` describes the endpoint (`eval.judge_probes.describe_judge`; default: from the
@@ -579,7 +629,10 @@ def evaluate_winrate(
     """
     from posttrain.models import load_tokenizer
 
-    budget = _scoring_budget(max_reward_tokens, reward_token_margin, concurrency)
+    budget = scoring_budget(max_reward_tokens, reward_token_margin, concurrency)
+    best_of_n.check_best_of(best_of, best_of_temperature)
+    if best_of > 1 and responses is not None:
+        raise ValueError("best_of > 1 samples the policy's candidates itself: pass responses=None")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_started = time.perf_counter()
@@ -604,12 +657,47 @@ def evaluate_winrate(
     started = time.perf_counter()
     items_before = client.stats.to_dict()
     reused: dict[str, bool] = {}
-    if responses is None:
+    picks: best_of_n.Picks | None = None
+    pick_seconds = 0.0
+    if responses is None and best_of > 1:
+        cache_dir = out / "generations"
+        candidates, reused["policy"] = generate_candidates(
+            model,
+            prompts,
+            replace(params, n=best_of, temperature=best_of_temperature),
+            revision=model_revision,
+            backend=backend,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+        reference_responses, reused["reference"] = generate_responses(
+            reference,
+            prompts,
+            params,
+            revision=reference_revision,
+            backend=backend,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+        gen_seconds = time.perf_counter() - started
+        pick_started = time.perf_counter()
+        picks = best_of_n.pick_by_judge(
+            prompts,
+            candidates,
+            client,
+            lambda prompt, reply: truncate_pair(prompt, reply, tokenizer, budget),
+            concurrency=concurrency,
+        )
+        pick_seconds = time.perf_counter() - pick_started
+        responses = {"policy": picks.responses, "reference": reference_responses}
+    elif responses is None:
         models = {"policy": (model, model_revision), "reference": (reference, reference_revision)}
         responses, reused = generate_both(
             prompts, params, models, backend=backend, cache_dir=out / "generations", progress=progress
         )
-    gen_seconds = time.perf_counter() - started
+        gen_seconds = time.perf_counter() - started
+    else:
+        gen_seconds = time.perf_counter() - started
 
     conversations, truncated = build_conversations(prompts, responses, tokenizer, budget)
     score_started = time.perf_counter()
@@ -624,6 +712,7 @@ def evaluate_winrate(
         params=params,
         backend=backend,
         reward_model=client.model,
+        best_of=None if picks is None else {"n": best_of, "temperature": best_of_temperature},
     )
     rows, failed = result_rows(prompts, responses, conversations, truncated, scores, provenance)
     summary: dict[str, Any] = {
@@ -651,6 +740,24 @@ def evaluate_winrate(
         "results_path": str(out / "results.jsonl"),
         "failed": failed,
     }
+    if picks is not None:
+        summary["best_of"] = best_of_n.judge_summary(picks, best_of, best_of_temperature) | {
+            "scoring_seconds": round(pick_seconds, 3),
+            "path": str(out / "best_of.jsonl"),
+        }
+        if summary["best_of"]["n_prompts_all_failed"]:
+            logger.warning(
+                "best-of-%d: %d prompt(s) had no candidate scored and kept their first sample unjudged "
+                "(best_of.prompts_all_failed in summary.json)",
+                best_of,
+                summary["best_of"]["n_prompts_all_failed"],
+            )
+        pick_rows = [
+            record
+            | {"prompt_id": prompt_id(prompts[record["index"]]), "candidates": cands, "run": provenance}
+            for record, cands in zip(picks.records, candidates, strict=True)
+        ]
+        atomic_write_jsonl(out / "best_of.jsonl", client.redact(pick_rows))
     # The last line of defence: whatever an endpoint echoed (errors, a listed model id) loses the key here.
     rows, summary = client.redact(rows), client.redact(summary)
     atomic_write_jsonl(out / "results.jsonl", rows)
@@ -701,6 +808,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     for label, value in length_rows(summary):
         table.add_row(label, value)
+    for label, value in best_of_rows(summary):
+        table.add_row(label, value)
     probes = summary.get("judge_probes") or {}
     if probes.get("skipped"):
         table.add_row("judge probes", "skipped")
@@ -741,11 +850,115 @@ def length_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def best_of_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The best-of-N lines of the summary table (label, value); none for a plain run."""
+    block = summary.get("best_of")
+    if not isinstance(block, dict) or "candidates" not in block:
+        return []
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    rows = [
+        (
+            f"best-of-{block['n']} (T={block['temperature']:g}): chosen / mean candidate",
+            f"{fmt(block['mean_chosen_score'])} / {fmt(block['mean_candidate_score'])}",
+        ),
+        ("candidates scored / failed", f"{block['candidates_scored']} / {block['candidates_failed']}"),
+    ]
+    if block["n_prompts_all_failed"]:
+        rows.append(
+            (
+                "prompts with no candidate scored",
+                f"[bold red]{block['n_prompts_all_failed']} (kept their first sample)[/bold red]",
+            )
+        )
+    return rows
+
+
 def _console():
     from rich.console import Console
 
     console = Console(file=sys.stdout)
     return console if console.is_terminal else Console(file=sys.stdout, width=120)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The judge's endpoint (shared with eval.submit's best-of-N)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class JudgeConnection:
+    """A ready reward client, the endpoint's token limit, who judges (`judge_probes.describe_judge`), and the
+    local reward server started for the run, if any (`close` stops it)."""
+
+    client: RewardClient
+    max_reward_tokens: int
+    description: dict[str, Any]
+    served: str | None = None  # what the in-process server serves (an RM folder or a judge name)
+    server: Any = None
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+
+def connect_judge(
+    *,
+    reward_url: str | None,
+    reward_model: str = "auto",
+    api_key: str | None = None,
+    serve_rm: str | None = None,
+    serve_judge: str | None = None,
+    reward_cache: str | None = None,
+    timeout_s: float = 60.0,
+    max_retries: int = 5,
+    backoff_s: float = 1.0,
+    max_reward_tokens: int | None = None,
+) -> JudgeConnection:
+    """The endpoint a run scores through: ``reward_url``, or the local reward server started in this process
+    on ``serve_rm`` (a reward model folder) or ``serve_judge`` ("verifiable"). ``reward_model`` "auto" takes
+    the only model the endpoint lists; the token limit is ``max_reward_tokens``, else the listed
+    ``max_model_len``, else Nemotron's."""
+    server = None
+    base_url = reward_url or DEFAULT_REWARD_URL
+    if serve_rm or serve_judge:
+        from eval.reward_server import RewardServer, build_scorer
+
+        scorer = build_scorer(rm=serve_rm, judge=serve_judge)
+        server = RewardServer(scorer, port=0).start()
+        base_url = server.url
+        logger.info("serving %s at %s for this run", serve_rm or serve_judge, base_url)
+    try:
+        client = RewardClient(
+            base_url,
+            reward_model,
+            api_key=api_key,
+            cache_path=reward_cache or None,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+        )
+        models = client.list_models() if reward_model == "auto" or max_reward_tokens is None else []
+        if reward_model == "auto":
+            client.model = pick_auto_reward_model(models, base_url)
+        limit = max_reward_tokens
+        if limit is None:
+            limit = next((m.get("max_model_len") for m in models if m.get("id") == client.model), None)
+            limit = int(limit) if limit else NEMOTRON_MAX_TOKENS
+        description = judge_probes.describe_judge(
+            client.model,
+            base_url,
+            listing=models,
+            kind="reward-model" if serve_rm else "verifiable" if serve_judge else None,
+        )
+    except BaseException:
+        if server is not None:
+            server.close()
+        raise
+    return JudgeConnection(client, limit, description, str(serve_rm or serve_judge or "") or None, server)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -836,6 +1049,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch_size", type=int, default=None)
     s.add_argument("--backend", default="auto", choices=BACKENDS)
     s.add_argument("--no_progress", action="store_true")
+    b = p.add_argument_group("best-of-N (the policy only)")
+    b.add_argument(
+        "--best_of",
+        type=int,
+        default=1,
+        help="N > 1: the policy samples N answers per prompt and the judge picks one (eval.best_of_n); 1: off",
+    )
+    b.add_argument(
+        "--best_of_temperature",
+        type=float,
+        default=best_of_n.DEFAULT_TEMPERATURE,
+        help="sampling temperature of the N candidates (with --seed; > 0); the reference keeps --temperature",
+    )
     return p
 
 
@@ -858,9 +1084,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("httpx", "httpx2", "openai"):  # one INFO line per request otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
-    server = None
+    judge: JudgeConnection | None = None
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     try:
+        best_of_n.check_best_of(args.best_of, args.best_of_temperature)
         params = SamplingParams(
             max_new_tokens=args.max_new_tokens,
             temperature=args.temperature,
@@ -876,30 +1103,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             args.prompts, split=args.prompts_split, n=args.n_prompts, revision=args.prompts_revision
         )
         reference, fell_back = resolve_reference(args.reference)
-        base_url = args.reward_url
-        if args.serve_rm or args.serve_judge:
-            from eval.reward_server import RewardServer, build_scorer
-
-            scorer = build_scorer(rm=args.serve_rm, judge=args.serve_judge)
-            server = RewardServer(scorer, port=0).start()
-            base_url = server.url
-            logger.info("serving %s at %s for this run", args.serve_rm or args.serve_judge, base_url)
-        client = RewardClient(
-            base_url,
-            args.reward_model,
+        judge = connect_judge(
+            reward_url=args.reward_url,
+            reward_model=args.reward_model,
             api_key=api_key,
-            cache_path=args.reward_cache or None,
+            serve_rm=args.serve_rm,
+            serve_judge=args.serve_judge,
+            reward_cache=args.reward_cache,
             timeout_s=args.timeout_s,
             max_retries=args.max_retries,
             backoff_s=args.backoff_s,
+            max_reward_tokens=args.max_reward_tokens,
         )
-        models = client.list_models() if args.reward_model == "auto" or args.max_reward_tokens is None else []
-        if args.reward_model == "auto":
-            client.model = pick_auto_reward_model(models, base_url)
-        limit = args.max_reward_tokens
-        if limit is None:
-            limit = next((m.get("max_model_len") for m in models if m.get("id") == client.model), None)
-            limit = int(limit) if limit else NEMOTRON_MAX_TOKENS
         output_dir = args.output_dir or os.path.join(
             args.output_root, f"{_slug(args.model)}-vs-{_slug(reference)}"
         )
@@ -908,7 +1123,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             reference=reference,
             prompts=prompts,
             prompt_source=source,
-            client=client,
+            client=judge.client,
             params=params,
             output_dir=output_dir,
             model_revision=args.model_revision,
@@ -916,18 +1131,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             reference_fallback=fell_back,
             backend=args.backend,
             concurrency=args.concurrency,
-            max_reward_tokens=limit,
+            max_reward_tokens=judge.max_reward_tokens,
             reward_token_margin=args.reward_token_margin,
             count_tokenizer=args.count_tokenizer,
             progress=not args.no_progress,
-            judge=judge_probes.describe_judge(
-                client.model,
-                base_url,
-                listing=models,
-                kind="reward-model" if args.serve_rm else "verifiable" if args.serve_judge else None,
-            ),
+            judge=judge.description,
             run_judge_probes=not args.skip_probes,
             stop_on_probe_failure=args.stop_on_probe_failure,
+            best_of=args.best_of,
+            best_of_temperature=args.best_of_temperature,
         )
     except JudgeProbesFailed as exc:
         raise SystemExit(redact(f"error: {exc}", api_key)) from None
@@ -936,13 +1148,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except ModelNotAvailableError as exc:
         raise SystemExit(redact(model_not_available_message(exc, reference=True), api_key)) from None
     finally:
-        if server is not None:
-            server.close()
+        if judge is not None:
+            judge.close()
     print(f"summary: {Path(output_dir) / 'summary.json'}")
     if summary["n_failed"]:
         raise SystemExit(
             f"{summary['n_failed']} prompt(s) failed (listed under 'failed' in summary.json); re-run the same "
             f"command to retry only them (scores and generations are cached)"
+        )
+    unjudged = (summary.get("best_of") or {}).get("n_prompts_all_failed")
+    if unjudged:
+        raise SystemExit(
+            f"best-of-{args.best_of}: {unjudged} prompt(s) had no candidate scored and kept their first sample "
+            f"(best_of.prompts_all_failed in summary.json); re-run the same command to retry only them"
         )
     return summary
 
