@@ -154,6 +154,9 @@ def _winrate_extras(s: dict[str, Any]) -> str:
     matched = _number(s.get("length_matched_win_rate"))
     if matched is not None:
         parts.append(f"len-matched {matched:.3f} (n {s.get('length_matched_n', '?')})")
+    best_of = s.get("best_of")
+    if isinstance(best_of, dict) and _number(best_of.get("n")) is not None:
+        parts.append(f"best-of-{int(best_of['n'])} at T={best_of.get('temperature')}")
     probes = s.get("judge_probes")
     if isinstance(probes, dict) and probes.get("skipped"):
         parts.append("probes skipped")

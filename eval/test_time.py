@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.best_of_n import pick_index
 from eval.countdown import (
     BASE_SEED_SUFFIX,
     evaluate_countdown,
@@ -119,9 +120,9 @@ def run_verifier(
 
 
 def pick_best(scores: Sequence[float], indices: Sequence[int] | None = None) -> int:
-    """The index with the highest score; ties go to the lowest index (deterministic)."""
-    indices = range(len(scores)) if indices is None else indices
-    return min(indices, key=lambda i: (-scores[i], i))
+    """The index with the highest score; ties go to the lowest index (`eval.best_of_n.pick_index`'s rule)."""
+    candidates = sorted(range(len(scores)) if indices is None else indices)
+    return candidates[pick_index([scores[i] for i in candidates])]
 
 
 def best_of_n_expected(scores: Sequence[float], correct: Sequence[bool], n: int) -> float:

@@ -113,6 +113,7 @@ def test_winrate_details_show_length_control_and_judge_probes(tmp_path):
             "length_matched_win_rate": 0.5,
             "length_matched_n": 12,
             "judge_probes": {"passed": 13, "total": 15, "ok": False},
+            "best_of": {"n": 4, "temperature": 0.7},
             "timestamp": "2026-01-01T00:00:00+00:00",
         },
     )
@@ -128,5 +129,5 @@ def test_winrate_details_show_length_control_and_judge_probes(tmp_path):
     )
     (a, b), _ = collect(tmp_path)
     assert "LC 0.550 (phi +1.23)" in a.details and "len-matched 0.500 (n 12)" in a.details
-    assert "probes 13/15 FAILED" in a.details
+    assert "probes 13/15 FAILED" in a.details and "best-of-4 at T=0.7" in a.details
     assert b.details == "vs r, ties 0, probes skipped"  # no length-control numbers: nothing shown for them
