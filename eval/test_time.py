@@ -37,6 +37,7 @@ from eval.countdown import (
     stderr,
     task_from_row,
 )
+from eval.genrm import auroc
 from posttrain.countdown import CountdownTask, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, HELDOUT_PERCENT, heldout_tasks
 from posttrain.io import atomic_write_text
@@ -341,6 +342,17 @@ def analyse(
     """The curve plus per-task picks at the largest N, for one sampling run."""
     verdicts = {name: run_verifier(name, samples.tasks, samples.candidates, options) for name in verifiers}
     curve = compute_curve(samples, verdicts, chunk=chunk, orderings=orderings, seed=options.get("seed", 0))
+    labels = [c for row in samples.correct for c in row]
+    verifier_report = {
+        name: {
+            # How well the verifier's scores separate right from wrong candidates (None: one class is empty).
+            "auroc": auroc([x for row in v.scores for x in row], labels),
+            "accepted_share": sum(v.accepted(i, j) for i, row in enumerate(v.scores) for j in range(len(row)))
+            / len(labels),
+            "verifier_tokens": sum(sum(row) for row in v.tokens),
+        }
+        for name, v in verdicts.items()
+    }
     per_task = []
     for i, task in enumerate(samples.tasks):
         picks = {name: pick_best(v.scores[i]) for name, v in verdicts.items()}
@@ -360,7 +372,7 @@ def analyse(
                 },
             }
         )
-    return {"curve": curve, "per_task": per_task}
+    return {"curve": curve, "verifier_report": verifier_report, "per_task": per_task}
 
 
 # ----------------------------------------------------------------------------------------------------------

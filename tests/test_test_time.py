@@ -181,6 +181,7 @@ def test_curve_oracle_equals_rule_best_of_n():
         assert row["first_verified"]["rule"]["accuracy"] == pytest.approx(row["oracle_pass_at_n"], abs=0.08)
     assert [r["n"] for r in run["curve"]] == [1, 2, 4]
     assert run["curve"][0]["oracle_pass_at_n"] == pytest.approx(0.25)
+    assert run["verifier_report"]["rule"] == {"auroc": 1.0, "accepted_share": 0.25, "verifier_tokens": 0}
     assert run["per_task"][0]["picks"]["rule"] == {
         "sample_index": 1,
         "completion": RIGHT,
