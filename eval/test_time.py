@@ -744,6 +744,12 @@ def _finish_run(
     print_curve(
         f"{args.model or args.samples} [{key}]", run.get("greedy_accuracy"), run["curve"], args.verifier
     )
+    for name, report in run["verifier_report"].items():
+        auc = "n/a (one class only)" if report["auroc"] is None else f"{report['auroc']:.3f}"
+        print(
+            f"verifier {name}: AUROC {auc}, accepts {report['accepted_share']:.1%} of candidates, "
+            f"{report['verifier_tokens']} verifier tokens"
+        )
 
 
 def _live_summary(picks: Sequence[dict[str, Any]], budget: int, greedy: float | None) -> dict[str, Any]:
