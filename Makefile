@@ -164,6 +164,9 @@ WINRATE_ARGS ?=
 # and submits/compares the judge's pick (Countdown submissions: the rule verifier's). 1 = off.
 BEST_OF ?= 1
 BEST_OF_TEMPERATURE ?= 0.7
+# eval-winrate only: BEST_OF_RM=folder lets that reward model pick while the judge scores the pick (default: the
+# judge picks its own best, an upper bound).
+BEST_OF_RM ?=
 # Judge sanity probes (eval.judge_probes) for any endpoint; PROBES_ARGS="--strict" makes a failed probe fail make.
 PROBES_OUTPUT ?= $(RUNS)/judge-probes.json
 PROBES_ARGS ?=
@@ -189,7 +192,8 @@ eval-winrate: setup
 		--reward_model $(REWARD_MODEL) --api_key_env $(REWARD_API_KEY_ENV) --n_prompts $(WINRATE_PROMPTS) \
 		--max_new_tokens $(WINRATE_MAX_NEW_TOKENS) --output_root $(RUNS)/winrate \
 		$(if $(SERVE_RM),--serve_rm $(SERVE_RM),$(if $(filter verifiable,$(JUDGE)),--serve_judge verifiable)) \
-		--best_of $(BEST_OF) --best_of_temperature $(BEST_OF_TEMPERATURE) $(WINRATE_ARGS)
+		--best_of $(BEST_OF) --best_of_temperature $(BEST_OF_TEMPERATURE) \
+		$(if $(BEST_OF_RM),--best_of_serve_rm $(BEST_OF_RM)) $(WINRATE_ARGS)
 
 judge-probes: setup
 	$(PY) -m eval.judge_probes --reward_url $(REWARD_URL) --reward_model $(REWARD_MODEL) \

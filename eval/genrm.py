@@ -336,7 +336,7 @@ class GenRMVerifier:
                         self.sampling(n, round_index),
                         tokenizer=self.tokenizer,
                         backend="hf",
-                        progress=False,
+                        progress=self.progress,  # a round can be long: show the rationales' progress too
                     )
                     texts, owners = [], []
                     for key, rationales in zip(group, samples, strict=True):

@@ -609,6 +609,9 @@ def evaluate_winrate(
     probes: Sequence[judge_probes.Probe] | None = None,
     best_of: int = 1,
     best_of_temperature: float = best_of_n.DEFAULT_TEMPERATURE,
+    picker: RewardClient | None = None,
+    picker_max_tokens: int | None = None,
+    picker_description: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Probe the judge, generate (or reuse), score, write ``results.jsonl`` and ``summary.json``; return the
     summary.
@@ -617,7 +620,8 @@ def evaluate_winrate(
     seed, other settings as ``params``), the judge scores each through the same client and the best one
     (`eval.best_of_n`) is the policy's answer; the reference answers as usual. The summary's ``best_of`` block
     says what picking bought and which prompts had no candidate scored; ``best_of.jsonl`` has every prompt's
-    candidate scores and chosen index.
+    candidate scores and chosen index. ``picker`` (with its token limit ``picker_max_tokens``) picks instead of
+    the judge: a reward model available at test time picks, an independent judge scores the pick.
 
     ``responses`` (``{"policy": [...], "reference": [...]}``) skips generation, for callers that already
     hold the answers. ``judge`` describes the endpoint (`eval.judge_probes.describe_judge`; default: from the
@@ -681,11 +685,16 @@ def evaluate_winrate(
         )
         gen_seconds = time.perf_counter() - started
         pick_started = time.perf_counter()
+        pick_budget = (
+            budget
+            if picker is None
+            else scoring_budget(picker_max_tokens or max_reward_tokens, reward_token_margin, concurrency)
+        )
         picks = best_of_n.pick_by_judge(
             prompts,
             candidates,
-            client,
-            lambda prompt, reply: truncate_pair(prompt, reply, tokenizer, budget),
+            picker or client,
+            lambda prompt, reply: truncate_pair(prompt, reply, tokenizer, pick_budget),
             concurrency=concurrency,
         )
         pick_seconds = time.perf_counter() - pick_started
@@ -744,6 +753,9 @@ def evaluate_winrate(
         summary["best_of"] = best_of_n.judge_summary(picks, best_of, best_of_temperature) | {
             "scoring_seconds": round(pick_seconds, 3),
             "path": str(out / "best_of.jsonl"),
+            # Who picked: the judge itself (an upper bound: it also scores the pick) or a separate picker.
+            "picked_by": "judge" if picker is None else "picker",
+            "picker": None if picker is None else client.redact(picker_description or picker.model),
         }
         if summary["best_of"]["n_prompts_all_failed"]:
             logger.warning(
@@ -1062,6 +1074,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=best_of_n.DEFAULT_TEMPERATURE,
         help="sampling temperature of the N candidates (with --seed; > 0); the reference keeps --temperature",
     )
+    picker = b.add_mutually_exclusive_group()
+    picker.add_argument(
+        "--best_of_serve_rm",
+        default=None,
+        help="a reward model folder that picks (served in this process); default: the judge picks its own best",
+    )
+    picker.add_argument("--best_of_reward_url", default=None, help="an OpenAI-compatible endpoint that picks")
+    b.add_argument("--best_of_reward_model", default="auto", help="model id at --best_of_reward_url")
     return p
 
 
@@ -1085,9 +1105,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name in ("httpx", "httpx2", "openai"):  # one INFO line per request otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
     judge: JudgeConnection | None = None
+    picker: JudgeConnection | None = None
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     try:
         best_of_n.check_best_of(args.best_of, args.best_of_temperature)
+        if (args.best_of_serve_rm or args.best_of_reward_url) and args.best_of < 2:
+            raise ValueError(
+                "--best_of_serve_rm / --best_of_reward_url pick among candidates: add --best_of N (N > 1)"
+            )
         params = SamplingParams(
             max_new_tokens=args.max_new_tokens,
             temperature=args.temperature,
@@ -1115,6 +1140,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             backoff_s=args.backoff_s,
             max_reward_tokens=args.max_reward_tokens,
         )
+        if args.best_of_serve_rm or args.best_of_reward_url:
+            picker = connect_judge(
+                reward_url=args.best_of_reward_url,
+                reward_model=args.best_of_reward_model,
+                api_key=api_key,
+                serve_rm=args.best_of_serve_rm,
+                reward_cache=args.reward_cache,
+                timeout_s=args.timeout_s,
+                max_retries=args.max_retries,
+                backoff_s=args.backoff_s,
+            )
         output_dir = args.output_dir or os.path.join(
             args.output_root, f"{_slug(args.model)}-vs-{_slug(reference)}"
         )
@@ -1140,6 +1176,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             stop_on_probe_failure=args.stop_on_probe_failure,
             best_of=args.best_of,
             best_of_temperature=args.best_of_temperature,
+            picker=None if picker is None else picker.client,
+            picker_max_tokens=None if picker is None else picker.max_reward_tokens,
+            picker_description=None if picker is None else picker.description,
         )
     except JudgeProbesFailed as exc:
         raise SystemExit(redact(f"error: {exc}", api_key)) from None
@@ -1148,8 +1187,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except ModelNotAvailableError as exc:
         raise SystemExit(redact(model_not_available_message(exc, reference=True), api_key)) from None
     finally:
-        if judge is not None:
-            judge.close()
+        for connection in (judge, picker):
+            if connection is not None:
+                connection.close()
     print(f"summary: {Path(output_dir) / 'summary.json'}")
     if summary["n_failed"]:
         raise SystemExit(

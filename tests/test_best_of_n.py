@@ -244,6 +244,7 @@ def test_winrate_cli_best_of_with_real_sampling_and_the_verifiable_judge(tmp_pat
     [
         (["--best_of", "0"], "--best_of must be an integer >= 1"),
         (["--best_of", "3", "--best_of_temperature", "0"], "--best_of_temperature must be"),
+        (["--best_of_serve_rm", "runs/rm"], "add --best_of N"),
     ],
 )
 def test_winrate_cli_bad_best_of_options(argv, fragment):
@@ -435,3 +436,35 @@ def test_submission_best_of_with_the_judge_served_in_process(tmp_path, tiny_mode
     assert best_of["ultrafeedback_judge"] == "verifiable-judge-v1 (verifiable, served in process)"
     assert best_of["countdown_verifier"] == "rule" and best_of["countdown_verified"] == 0
     assert best_of["ultrafeedback_unscored"] == 0
+
+
+class LengthScorer(ScriptedScorer):
+    """A picker that prefers longer replies (score = characters), whatever they say."""
+
+    served_model_name = "length-picker"
+
+    def score_ids(self, batch: Sequence[_Reply]) -> list[float]:
+        return [float(len(item.reply)) for item in batch]
+
+
+def test_winrate_best_of_with_a_separate_picker(tmp_path, tiny_model_dir, monkeypatch):
+    judge, picker = ScriptedScorer(), LengthScorer()
+    monkeypatch.setattr(winrate, "generate", _scripted_generate([]))
+    with RewardServer(judge, port=0) as judge_server, RewardServer(picker, port=0) as picker_server:
+        picker_client = RewardClient(picker_server.url, picker.served_model_name, max_retries=0)
+        summary = _run(
+            judge_server, judge, tmp_path, tiny_model_dir, best_of=3, best_of_temperature=0.9,
+            run_judge_probes=False, picker=picker_client, picker_max_tokens=1024,
+            picker_description={"model": "length-picker"},
+        )  # fmt: skip
+    # The picker chose the longest scorable candidate (ties: the first); the judge would have taken "GOOD" at
+    # prompt 1. The judge scored the picks and the references only, never the other candidates.
+    rows = [json.loads(line) for line in (tmp_path / "out" / "best_of.jsonl").read_text().splitlines()]
+    assert [r["chosen"] for r in rows] == [1, 1, 0, 0]
+    assert rows[1]["scores"] == [None, 5.0, 4.0]
+    results = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [r["policy_response"] for r in results] == ["GOOD GOOD", "plain", "UNSCORABLE a", "same"]
+    assert [r["outcome"] for r in results] == ["win", "loss", "failed", "loss"]
+    assert "UNSCORABLE GOOD GOOD GOOD" not in judge.asked and "UNSCORABLE GOOD GOOD GOOD" in picker.asked
+    assert summary["best_of"]["picked_by"] == "picker"
+    assert summary["best_of"]["picker"] == {"model": "length-picker"}
