@@ -34,7 +34,7 @@ from typing import Any
 
 from posttrain.countdown import PROMPT_TEMPLATES, CountdownTask, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, HELDOUT_PERCENT, heldout_tasks
-from posttrain.io import atomic_write_text
+from posttrain.io import atomic_write_text, read_jsonl
 from posttrain.models import load_tokenizer, trained_template
 from posttrain.sampling import (
     BACKENDS,
@@ -58,20 +58,7 @@ logger = logging.getLogger(__name__)
 
 def load_tasks_file(path: str | os.PathLike[str]) -> list[CountdownTask]:
     """Tasks from JSONL rows ``{"target": int, "nums": [int, ...]}`` (opt. "solution"); blank lines skip."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tasks file not found: {path}")
-    tasks = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc.msg})") from None
-            tasks.append(task_from_row(row, where))
+    tasks = [task_from_row(row, where) for where, row in read_jsonl(path, "tasks file")]
     if not tasks:
         raise ValueError(f"tasks file {path} holds no tasks")
     return tasks

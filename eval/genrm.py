@@ -43,7 +43,7 @@ from posttrain.genrm import (
     verification_key,
     verification_prompt,
 )
-from posttrain.io import atomic_write_json, atomic_write_text
+from posttrain.io import atomic_write_json, atomic_write_text, read_jsonl
 from posttrain.sampling import SamplingParams, default_batch_size, generate, load_hf_model, render_prompts
 
 logger = logging.getLogger(__name__)
@@ -381,34 +381,23 @@ def _device(model: Any) -> Any:
 
 def load_samples(path: str | Path, max_candidates: int | None = None) -> list[dict[str, Any]]:
     """Rows of an `eval.countdown` samples.jsonl (fields task {target, nums}, completion, correct), validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"samples file not found: {path}")
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
-            for name in ("task", "completion", "correct"):
-                if name not in row:
-                    raise ValueError(f"{where}: missing field {name!r} (fields present: {sorted(row)})")
-            task = row["task"]
-            if not isinstance(task, dict) or "target" not in task or "nums" not in task:
-                raise ValueError(f"{where}: field 'task' must be an object with 'target' and 'nums'")
-            if not isinstance(row["completion"], str):
-                raise ValueError(f"{where}: field 'completion' must be a string")
-            if not isinstance(row["correct"], bool):
-                raise ValueError(f"{where}: field 'correct' must be true or false, got {row['correct']!r}")
-            rows.append(row)
-            if max_candidates is not None and len(rows) >= max_candidates:
-                break
+    for where, row in read_jsonl(path, "samples file"):
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
+        for name in ("task", "completion", "correct"):
+            if name not in row:
+                raise ValueError(f"{where}: missing field {name!r} (fields present: {sorted(row)})")
+        task = row["task"]
+        if not isinstance(task, dict) or "target" not in task or "nums" not in task:
+            raise ValueError(f"{where}: field 'task' must be an object with 'target' and 'nums'")
+        if not isinstance(row["completion"], str):
+            raise ValueError(f"{where}: field 'completion' must be a string")
+        if not isinstance(row["correct"], bool):
+            raise ValueError(f"{where}: field 'correct' must be true or false, got {row['correct']!r}")
+        rows.append(row)
+        if max_candidates is not None and len(rows) >= max_candidates:
+            break
     if not rows:
         raise ValueError(f"samples file {path} holds no candidates")
     return rows

@@ -40,7 +40,7 @@ from eval.countdown import (
 from eval.genrm import auroc
 from posttrain.countdown import CountdownTask, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, HELDOUT_PERCENT, heldout_tasks
-from posttrain.io import atomic_write_text
+from posttrain.io import atomic_write_jsonl, atomic_write_text, read_jsonl
 from posttrain.models import trained_template
 from posttrain.sampling import SamplingParams, generate, load_hf_model
 from rewards.countdown import score
@@ -230,6 +230,8 @@ def sample_set_from_rows(rows: Sequence[dict[str, Any]], tokenizer: Any) -> Samp
     """Group eval.countdown sample rows by task; every task must have the same number of samples."""
     by_task: dict[int, list[dict[str, Any]]] = {}
     for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"sample row {i + 1}: expected an object, got {type(row).__name__}")
         for key in ("task_index", "sample_index", "task", "completion"):
             if key not in row:
                 raise ValueError(
@@ -261,16 +263,8 @@ def count_tokens(tokenizer: Any, text: str) -> int:
 
 
 def load_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
-    return rows
+    """The rows of an eval.countdown samples.jsonl (checked by `sample_set_from_rows`)."""
+    return [row for _, row in read_jsonl(path, "samples file")]
 
 
 def compute_curve(
@@ -526,10 +520,6 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------
@@ -690,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     progress=not args.no_progress,
                 )
                 run = _live_summary(picks, args.n, greedy)
-                write_jsonl(out / f"picks-{key}.jsonl", picks)
+                atomic_write_jsonl(out / f"picks-{key}.jsonl", picks)
                 summary["runs"][key] = run
                 print(json.dumps({key: run}, indent=2))
                 continue
@@ -711,7 +701,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if args.strategy == "best_of_n":
                 picks = run_best_of_n_live(samples, args.verifier[0], options)
                 run = _live_summary(picks, args.n, greedy)
-                write_jsonl(out / f"picks-{key}.jsonl", picks)
+                atomic_write_jsonl(out / f"picks-{key}.jsonl", picks)
                 summary["runs"][key] = run
                 print(json.dumps({key: run}, indent=2))
                 continue
@@ -739,7 +729,7 @@ def _samples_model(samples_path: str) -> str | None:
 def _finish_run(
     out: Path, key: str, run: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace
 ) -> None:
-    write_jsonl(out / f"per_task-{key}.jsonl", run.pop("per_task"))
+    atomic_write_jsonl(out / f"per_task-{key}.jsonl", run.pop("per_task"))
     summary["runs"][key] = run
     print_curve(
         f"{args.model or args.samples} [{key}]", run.get("greedy_accuracy"), run["curve"], args.verifier

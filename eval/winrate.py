@@ -1128,28 +1128,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             args.prompts, split=args.prompts_split, n=args.n_prompts, revision=args.prompts_revision
         )
         reference, fell_back = resolve_reference(args.reference)
+        client_options = {
+            "api_key": api_key,
+            "reward_cache": args.reward_cache,
+            "timeout_s": args.timeout_s,
+            "max_retries": args.max_retries,
+            "backoff_s": args.backoff_s,
+        }
         judge = connect_judge(
             reward_url=args.reward_url,
             reward_model=args.reward_model,
-            api_key=api_key,
             serve_rm=args.serve_rm,
             serve_judge=args.serve_judge,
-            reward_cache=args.reward_cache,
-            timeout_s=args.timeout_s,
-            max_retries=args.max_retries,
-            backoff_s=args.backoff_s,
             max_reward_tokens=args.max_reward_tokens,
+            **client_options,
         )
         if args.best_of_serve_rm or args.best_of_reward_url:
             picker = connect_judge(
                 reward_url=args.best_of_reward_url,
                 reward_model=args.best_of_reward_model,
-                api_key=api_key,
                 serve_rm=args.best_of_serve_rm,
-                reward_cache=args.reward_cache,
-                timeout_s=args.timeout_s,
-                max_retries=args.max_retries,
-                backoff_s=args.backoff_s,
+                **client_options,
             )
         output_dir = args.output_dir or os.path.join(
             args.output_root, f"{_slug(args.model)}-vs-{_slug(reference)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,23 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 
 def atomic_write_jsonl(path: str | os.PathLike, rows: list[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(row, default=str) + "\n" for row in rows))
+
+
+def read_jsonl(path: str | os.PathLike, what: str = "file") -> Iterator[tuple[str, Any]]:
+    """(where, row) for each non-blank line of a JSONL file; ``where`` ("<path>: line N") names it in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}: line {lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: invalid JSON ({exc.msg})") from None
+            yield where, row
 
 
 RUN_SUMMARY = "run_summary.json"
