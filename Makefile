@@ -38,7 +38,7 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk genrm-countdown
+.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit leaderboard-sets serve-leaderboard leaderboard-team results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk genrm-countdown
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
@@ -61,6 +61,8 @@ help:
 	@echo "make judge-probes     sanity probes for the judge at REWARD_URL/REWARD_MODEL (right reply > bad ones)"
 	@echo "make leaderboard-submit build, validate and (with LEADERBOARD_URL) upload a submission"
 	@echo "                      BEST_OF=N: submit the rule verifier's / the judge's pick of N samples (judge as above)"
+	@echo "make serve-leaderboard the self-hosted leaderboard at 127.0.0.1:$(LEADERBOARD_PORT) (hidden sets built once)"
+	@echo "make leaderboard-team  TEAM=name: register a team, print its token (python -m leaderboard.admin: more)"
 	@echo "make results          every run's summary.json as one table + runs/results.png"
 	@echo "make test             fast offline test suite;  make test-slow: the slow tests"
 	@echo "make bench            CPU benchmarks (reward throughput, SFT tokens/s); bench-rl: RL step time"
@@ -176,6 +178,20 @@ SUBMIT_COUNTDOWN_PROMPTS ?=
 SUBMIT_UF_PROMPTS ?=
 SUBMIT_N ?=
 SUBMIT_ARGS ?=
+# With LEADERBOARD_URL, the prompt sets come from the board (<url>/prompts/<task>.jsonl, as `make serve-leaderboard`
+# serves them); BOARD_PROMPTS= keeps the default sets (for a board that serves no prompt files).
+BOARD_PROMPTS ?= $(if $(LEADERBOARD_URL),$(if $(SUBMIT_COUNTDOWN_PROMPTS)$(SUBMIT_UF_PROMPTS),,1))
+# The self-hosted leaderboard (leaderboard/): hidden sets built once into LEADERBOARD_DIR/sets (held-out Countdown
+# tasks, UltraFeedback fixture prompts with REFERENCE's answers), SQLite database LEADERBOARD_DIR/board.db, the
+# verifiable judge offline (LEADERBOARD_JUDGE_ARGS="--reward_url ... --reward_model ..." for a real one).
+LEADERBOARD_DIR ?= $(RUNS)/leaderboard
+LEADERBOARD_PORT ?= 8100
+LEADERBOARD_DB ?= sqlite:///$(LEADERBOARD_DIR)/board.db
+LEADERBOARD_SETS_ARGS ?=
+LEADERBOARD_JUDGE_ARGS ?= --serve_judge verifiable
+LEADERBOARD_ARGS ?=
+TEAM ?=
+TEAM_LIMIT ?= 5
 # The judge that picks UltraFeedback answers when BEST_OF > 1, chosen as for eval-winrate: SERVE_RM=folder, a
 # REWARD_URL given by the user (JUDGE=endpoint), else the verifiable judge started for the run (offline).
 SUBMIT_JUDGE_ARGS = $(if $(SERVE_RM),--serve_rm $(SERVE_RM),$(if $(filter verifiable,$(JUDGE)),--serve_judge verifiable,\
@@ -205,8 +221,25 @@ leaderboard-submit: setup
 		--countdown_max_new_tokens $(MAX_NEW_TOKENS) --ultrafeedback_max_new_tokens $(WINRATE_MAX_NEW_TOKENS) \
 		$(if $(SUBMIT_COUNTDOWN_PROMPTS),--countdown_prompts $(SUBMIT_COUNTDOWN_PROMPTS)) \
 		$(if $(SUBMIT_UF_PROMPTS),--ultrafeedback_prompts $(SUBMIT_UF_PROMPTS)) \
+		$(if $(BOARD_PROMPTS),--board_prompts) $(if $(LEADERBOARD_URL),--url $(LEADERBOARD_URL)) \
 		--best_of $(BEST_OF) --best_of_temperature $(BEST_OF_TEMPERATURE) \
 		$(if $(filter-out 1,$(BEST_OF)),$(SUBMIT_JUDGE_ARGS)) $(SUBMIT_ARGS)
+
+$(LEADERBOARD_DIR)/sets/manifest.json: | setup
+	$(PY) -m leaderboard.admin build-sets --out $(LEADERBOARD_DIR)/sets --reference $(REFERENCE) \
+		--max_new_tokens $(WINRATE_MAX_NEW_TOKENS) $(LEADERBOARD_SETS_ARGS)
+
+leaderboard-sets: $(LEADERBOARD_DIR)/sets/manifest.json
+
+serve-leaderboard: setup $(LEADERBOARD_DIR)/sets/manifest.json
+	$(PY) -m leaderboard.app --database_url $(LEADERBOARD_DB) --port $(LEADERBOARD_PORT) \
+		--countdown_set $(LEADERBOARD_DIR)/sets/countdown.jsonl \
+		--ultrafeedback_set $(LEADERBOARD_DIR)/sets/ultrafeedback.jsonl \
+		--reward_cache $(LEADERBOARD_DIR)/reward-cache.jsonl $(LEADERBOARD_JUDGE_ARGS) $(LEADERBOARD_ARGS)
+
+leaderboard-team: setup
+	@test -n "$(TEAM)" || { echo 'name the team: make leaderboard-team TEAM="my team"'; exit 2; }
+	$(PY) -m leaderboard.admin --database_url $(LEADERBOARD_DB) team-add "$(TEAM)" --daily_limit $(TEAM_LIMIT)
 
 results: setup
 	$(PY) -m eval.results $(RUNS)

@@ -69,7 +69,7 @@ from pydantic import (
 
 from eval import best_of_n
 from eval.reward_client import RewardEndpointError, redact_url
-from posttrain.io import atomic_write_json
+from posttrain.io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from eval.winrate import JudgeConnection
@@ -342,14 +342,18 @@ def load_submission(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise SubmissionError(
             [f"{path}: {path.stat().st_size} bytes, over the {MAX_SUBMISSION_BYTES} byte limit"]
         )
-    raw = path.read_bytes()
+    return parse_submission(path.read_bytes(), str(path))
+
+
+def parse_submission(raw: bytes, where: str = "submission") -> dict[str, Any]:
+    """Parse and validate a submission's bytes (a file's, or an upload's on the leaderboard server)."""
     try:
         data = json.loads(raw.decode("utf-8"), parse_int=_parse_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SubmissionError([f"{path}: not valid JSON ({exc})"]) from None
+        raise SubmissionError([f"{where}: not valid JSON ({exc})"]) from None
     except RecursionError:
         raise SubmissionError(
-            [f"{path}: {_too_deep(raw)}; a submission is at most five levels deep"]
+            [f"{where}: {_too_deep(raw)}; a submission is at most five levels deep"]
         ) from None
     validate_submission(data)
     return data
@@ -751,8 +755,10 @@ class _NoAnswer(Exception):
     """The request went out, but no complete answer came within the total deadline."""
 
 
-def _exchange(request: urllib.request.Request, timeout_s: float) -> tuple[int, Any, bytes]:
-    """(status, headers, body) of one POST, all within ``timeout_s`` in total.
+def _exchange(
+    request: urllib.request.Request, timeout_s: float, limit: int = MAX_ANSWER_BYTES
+) -> tuple[int, Any, bytes]:
+    """(status, headers, body) of one request (at most ``limit`` bytes of body), all within ``timeout_s`` in total.
 
     urllib's timeout bounds each socket read, not the whole exchange: a server that sends a byte now and then
     never trips it. So the exchange runs in a daemon thread and is abandoned at the deadline.
@@ -763,7 +769,7 @@ def _exchange(request: urllib.request.Request, timeout_s: float) -> tuple[int, A
     def call() -> None:
         try:
             with opener.open(request, timeout=timeout_s) as response:
-                outcome["answer"] = response.status, response.headers, response.read(MAX_ANSWER_BYTES)
+                outcome["answer"] = response.status, response.headers, response.read(limit)
         except urllib.error.HTTPError as exc:  # 4xx/5xx (and 3xx urllib hands over as errors): an answer
             body = exc.read(MAX_ANSWER_BYTES) if exc.fp is not None else b""
             outcome["answer"] = exc.code, exc.headers, body
@@ -882,6 +888,40 @@ def upload_submission(
     return receipt
 
 
+def fetch_board_prompts(
+    url: str, task: str, directory: str | os.PathLike[str], timeout_s: float = 60.0
+) -> Path:
+    """Download a leaderboard's answer-free prompt file ``<board>/prompts/<task>.jsonl`` (the self-hosted board,
+    `leaderboard.app`, serves them) into ``directory``; no token is sent. Returns the saved file."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UploadError(f"LEADERBOARD_URL must be an http(s) URL, got {redact_url(url)!r}")
+    base = url.split("?")[0].rstrip("/").removesuffix("/api/submissions")
+    source = f"{base}/prompts/{task}.jsonl"
+    request = urllib.request.Request(source, headers={"User-Agent": "posttrain-recipes/submit"})
+    try:
+        status, _headers, body = _exchange(request, timeout_s, MAX_SUBMISSION_BYTES)
+    except _Redirected as exc:
+        raise UploadError(
+            f"{redact_url(source)} answered a redirect ({exc.code}); it was not followed"
+        ) from None
+    except (urllib.error.URLError, _NoAnswer, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise UploadError(
+            f"could not download the board's {task} prompts from {redact_url(source)} ({reason})"
+        ) from None
+    if status != 200:
+        raise UploadError(
+            f"the leaderboard at {redact_url(base)} serves no {task} prompts (HTTP {status} for "
+            f"{redact_url(source)}): pass --countdown_prompts/--ultrafeedback_prompts FILE instead of --board_prompts"
+        )
+    if len(body) >= MAX_SUBMISSION_BYTES:
+        raise UploadError(f"the board's {task} prompt file is over {MAX_SUBMISSION_BYTES} bytes")
+    path = Path(directory) / "board-prompts" / f"{task}-{hashlib.sha256(body).hexdigest()[:12]}.jsonl"
+    atomic_write_text(path, body.decode("utf-8", errors="replace"))
+    return path
+
+
 # ----------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------
@@ -917,6 +957,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"or fixture set)",
     )
     p.add_argument("--ultrafeedback_max_new_tokens", type=int, default=256)
+    p.add_argument(
+        "--board_prompts",
+        action="store_true",
+        help="take the prompt sets from the leaderboard at --url/$LEADERBOARD_URL (<url>/prompts/<task>.jsonl, "
+        "as the self-hosted board serves them), every item",
+    )
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--top_k", type=int, default=0)
@@ -981,6 +1027,21 @@ def _upload(path: Path, args: argparse.Namespace) -> None:
     print(f"receipt: {path.with_suffix('.receipt.json')}")
 
 
+def _use_board_prompts(args: argparse.Namespace, tasks: list[str]) -> None:
+    """``--board_prompts``: download each task's prompt file from the board and submit on exactly those."""
+    url = args.url or os.environ.get("LEADERBOARD_URL")
+    if not url:
+        raise ValueError("--board_prompts needs the board's address: --url URL or LEADERBOARD_URL")
+    given = [f for f in ("countdown_prompts", "ultrafeedback_prompts") if getattr(args, f)]
+    if given:
+        raise ValueError(f"--board_prompts takes the prompts from the board; leave out --{given[0]}")
+    for task in tasks:
+        if task in TASKS:
+            path = fetch_board_prompts(url, task, args.output_dir, args.timeout_s)
+            setattr(args, f"{task}_prompts", str(path))
+            print(f"{task} prompts from the board: {path}")
+
+
 def _connect_judge(args: argparse.Namespace, tasks: list[str], api_key: str | None) -> JudgeConnection | None:
     """The UltraFeedback judge of a best-of-N submission, or None when none is needed; a judge option without
     ``--best_of`` N > 1 is an error (it would pick nothing)."""
@@ -1042,6 +1103,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         )
         best_of_n.check_best_of(args.best_of, args.best_of_temperature)
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        if args.board_prompts:
+            _use_board_prompts(args, tasks)
         judge = _connect_judge(args, tasks, api_key)
         data = build_submission(
             model=args.model,

@@ -8,8 +8,10 @@ two sides use (a 4-number evaluation after 3- and 4-number training included).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 from posttrain.chat_sft import load_chat_sft_dataset
 from posttrain.countdown import (
@@ -34,6 +36,17 @@ def is_heldout(target: int, nums) -> bool:
     return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") % 100 < HELDOUT_PERCENT
 
 
+def _hashable(gen_kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in gen_kwargs.items()))
+
+
+@functools.lru_cache(maxsize=16)
+def _generated(n: int, seed: int, gen_kwargs: tuple[tuple[str, Any], ...]) -> tuple[CountdownTask, ...]:
+    """`generate_tasks`, remembered per process: evaluation, validation and their guards draw the same large pools
+    (1000 held-out tasks take thousands of solver calls); the tasks are frozen, the tuple immutable."""
+    return tuple(generate_tasks(n, seed=seed, **dict(gen_kwargs)))
+
+
 def _filtered_tasks(n: int, keep: Callable[[CountdownTask], bool], share: float, seed: int, **gen_kwargs):
     """The first n generated tasks that satisfy `keep` (generate_tasks is prefix-stable, so this is too)."""
     if n < 0:
@@ -43,7 +56,7 @@ def _filtered_tasks(n: int, keep: Callable[[CountdownTask], bool], share: float,
     want = int(n / share * 1.2) + 50
     for _ in range(6):
         try:
-            pool = generate_tasks(want, seed=seed, **gen_kwargs)
+            pool = _generated(want, seed, _hashable(gen_kwargs))
         except ValueError:
             pool = None  # more tasks asked for than exist with these settings; fall through to the error
         if pool is not None:

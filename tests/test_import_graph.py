@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("posttrain", "rewards", "eval")
+PACKAGES = ("posttrain", "rewards", "eval", "leaderboard")
 
 
 def module_name(path: Path) -> str:

@@ -2,7 +2,8 @@
 modules, and every library module logs under its own name.
 
 Layers: recipes -> posttrain -> rewards; eval sits beside them and may import posttrain and rewards, but nothing
-in posttrain or rewards imports eval (lazy imports inside functions included).
+in posttrain or rewards imports eval (lazy imports inside functions included). The leaderboard server is an
+application on top: it may import eval, posttrain and rewards, and none of them imports it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("posttrain", "rewards", "eval", "recipes", "benchmarks")
+PACKAGES = ("posttrain", "rewards", "eval", "recipes", "benchmarks", "leaderboard")
 
 
 def _files(*folders: str) -> list[Path]:
@@ -32,7 +33,12 @@ def _imports(path: Path) -> list[tuple[str, list[str], int]]:
 
 
 @pytest.mark.parametrize(
-    "layer, forbidden", [("posttrain", ("eval",)), ("rewards", ("eval", "posttrain", "recipes"))]
+    "layer, forbidden",
+    [
+        ("posttrain", ("eval", "leaderboard")),
+        ("rewards", ("eval", "posttrain", "recipes", "leaderboard")),
+        ("eval", ("leaderboard", "recipes")),
+    ],
 )
 def test_layers_import_one_way(layer, forbidden):
     wrong = [

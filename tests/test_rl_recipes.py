@@ -756,7 +756,9 @@ def test_benchmark_bf16_follows_the_recipes():
     assert rl_step_time.precision_label("false", False) == "float32 (forced)"
 
 
-# Two DeepSpeed processes start, each loads the model: the slowest test of the fast suite (~80 s on 2 cores).
+# Two DeepSpeed processes start, each loads the model (~50-80 s on 2 cores): `make test-slow`. The fast suite keeps
+# ZeRO-2 across two processes through test_sft_recipe's SFT launch, which takes a third of the time.
+@pytest.mark.slow
 def test_grpo_under_deepspeed_zero2_two_cpu_processes(tiny_model_dir: Path, tmp_path: Path):
     pytest.importorskip("deepspeed")
     out = tmp_path / "zero2"
