@@ -38,7 +38,7 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit leaderboard-sets serve-leaderboard leaderboard-team results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl sft-smoltalk genrm-countdown
+.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit leaderboard-sets serve-leaderboard leaderboard-team results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl bench-leaderboard sft-smoltalk genrm-countdown
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
@@ -65,7 +65,8 @@ help:
 	@echo "make leaderboard-team  TEAM=name: register a team, print its token (python -m leaderboard.admin: more)"
 	@echo "make results          every run's summary.json as one table + runs/results.png"
 	@echo "make test             fast offline test suite;  make test-slow: the slow tests"
-	@echo "make bench            CPU benchmarks (reward throughput, SFT tokens/s); bench-rl: RL step time"
+	@echo "make bench            CPU benchmarks (reward throughput, SFT tokens/s); bench-rl: RL step time;"
+	@echo "                      bench-leaderboard: leaderboard uploads/s, latency, scoring rate"
 	@echo "make lint             ruff"
 
 setup: $(VENV)/.setup-done
@@ -216,7 +217,7 @@ judge-probes: setup
 		--api_key_env $(REWARD_API_KEY_ENV) --output $(PROBES_OUTPUT) $(PROBES_ARGS)
 
 leaderboard-submit: setup
-	$(PY) -m eval.submit --model $(MODEL) $(if $(METHOD),--method $(METHOD)) \
+	$(PY) -m eval.submit --model $(MODEL) $(if $(METHOD),--method "$(METHOD)") \
 		$(if $(SUBMIT_N),--countdown_n $(SUBMIT_N) --ultrafeedback_n $(SUBMIT_N)) \
 		--countdown_max_new_tokens $(MAX_NEW_TOKENS) --ultrafeedback_max_new_tokens $(WINRATE_MAX_NEW_TOKENS) \
 		$(if $(SUBMIT_COUNTDOWN_PROMPTS),--countdown_prompts $(SUBMIT_COUNTDOWN_PROMPTS)) \
@@ -389,6 +390,7 @@ rloo-ultrafeedback: setup
 # Per-step time of GRPO and RLOO on CPU, split into generation, reward scoring and update.
 # e.g. BENCH_RL_ARGS="--model runs/sft-countdown/model --steps 3"
 BENCH_RL_ARGS ?=
+BENCH_LEADERBOARD_ARGS ?=
 bench-rl: setup
 	$(PY) benchmarks/rl_step_time.py $(BENCH_RL_ARGS)
 
@@ -403,6 +405,10 @@ sft-smoltalk: setup
 
 bench: setup
 	$(PY) benchmarks/cpu_throughput.py
+
+# Uploads accepted/s, upload latency and submissions scored/s of the self-hosted leaderboard, on 127.0.0.1 only.
+bench-leaderboard: setup
+	$(PY) benchmarks/leaderboard_load.py $(BENCH_LEADERBOARD_ARGS)
 
 clean-runs:
 	rm -rf $(RUNS)

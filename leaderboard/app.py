@@ -296,7 +296,7 @@ def team_history(board: Board, team_id: int) -> tuple[str, list[dict[str, Any]],
 
 
 def best_over_time_png(board: Board) -> bytes:
-    """Each team's best score so far (``rank_by``, the shown split) against time, as a PNG."""
+    """Each team's best score so far against time, one panel per task (the shown split), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -313,26 +313,28 @@ def best_over_time_png(board: Board) -> bytes:
             )
         )
     split = PRIVATE if closed else PUBLIC
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-    series: dict[int, tuple[list[datetime], list[float]]] = {}
-    for row in rows:
-        value = _metric(row, board.rank_by, split)
-        if value is None:
-            continue
-        xs, ys = series.setdefault(row.team_id, ([], []))
-        xs.append(datetime.fromtimestamp(row.created_at, timezone.utc))
-        ys.append(max(value, ys[-1]) if ys else value)
-    for team_id, (xs, ys) in sorted(series.items()):
-        ax.step(xs, ys, where="post", marker="o", label=teams.get(team_id, "?")[:30])
-    label = "Countdown accuracy" if board.rank_by == "countdown" else "UltraFeedback win rate"
-    ax.set_ylabel(f"best {label} ({split})")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    if series:
-        ax.legend(loc="lower right", fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no scored submissions yet", ha="center", va="center", transform=ax.transAxes)
-    fig.autofmt_xdate()
+    tasks = board.sets.tasks()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), dpi=100, squeeze=False)
+    labels = {"countdown": "Countdown accuracy", "ultrafeedback": "UltraFeedback win rate"}
+    for ax, task in zip(axes[0], tasks, strict=True):
+        series: dict[int, tuple[list[datetime], list[float]]] = {}
+        for row in rows:
+            value = _metric(row, task, split)
+            if value is None:
+                continue
+            xs, ys = series.setdefault(row.team_id, ([], []))
+            xs.append(datetime.fromtimestamp(row.created_at, timezone.utc))
+            ys.append(max(value, ys[-1]) if ys else value)
+        for team_id, (xs, ys) in sorted(series.items()):
+            ax.step(xs, ys, where="post", marker="o", label=teams.get(team_id, "?")[:30])
+        ax.set_title(f"best {labels[task]} ({split} split)", fontsize=10)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        if series:
+            ax.legend(loc="upper left", fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no scored submissions yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
