@@ -103,6 +103,10 @@ class UploadError(RuntimeError):
     """The leaderboard refused the submission or could not be reached."""
 
 
+class NoBoardPrompts(UploadError):
+    """The leaderboard serves no prompt file for this task (it does not score it)."""
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Schema (the pydantic models are the schema; `validate_submission` turns their errors into field paths)
 # ----------------------------------------------------------------------------------------------------------
@@ -910,10 +914,12 @@ def fetch_board_prompts(
         raise UploadError(
             f"could not download the board's {task} prompts from {redact_url(source)} ({reason})"
         ) from None
+    if status == 404:
+        raise NoBoardPrompts(f"the leaderboard at {redact_url(base)} serves no {task} prompts (404)")
     if status != 200:
         raise UploadError(
-            f"the leaderboard at {redact_url(base)} serves no {task} prompts (HTTP {status} for "
-            f"{redact_url(source)}): pass --countdown_prompts/--ultrafeedback_prompts FILE instead of --board_prompts"
+            f"the leaderboard at {redact_url(base)} answered HTTP {status} for {redact_url(source)}: pass "
+            f"--countdown_prompts/--ultrafeedback_prompts FILE instead of --board_prompts"
         )
     if len(body) >= MAX_SUBMISSION_BYTES:
         raise UploadError(f"the board's {task} prompt file is over {MAX_SUBMISSION_BYTES} bytes")
@@ -1035,11 +1041,22 @@ def _use_board_prompts(args: argparse.Namespace, tasks: list[str]) -> None:
     given = [f for f in ("countdown_prompts", "ultrafeedback_prompts") if getattr(args, f)]
     if given:
         raise ValueError(f"--board_prompts takes the prompts from the board; leave out --{given[0]}")
-    for task in tasks:
-        if task in TASKS:
+    for task in list(tasks):
+        if task not in TASKS:
+            continue
+        try:
             path = fetch_board_prompts(url, task, args.output_dir, args.timeout_s)
-            setattr(args, f"{task}_prompts", str(path))
-            print(f"{task} prompts from the board: {path}")
+        except NoBoardPrompts as exc:
+            tasks.remove(task)  # the board does not score it: submitting it would be refused
+            print(f"{exc}: {task} left out of this submission")
+            continue
+        setattr(args, f"{task}_prompts", str(path))
+        print(f"{task} prompts from the board: {path}")
+    if not tasks:
+        raise UploadError(
+            f"the leaderboard at {redact_url(url)} serves no prompt files (404 for every task): pass "
+            f"--countdown_prompts/--ultrafeedback_prompts FILE, or BOARD_PROMPTS= for make (the default sets)"
+        )
 
 
 def _connect_judge(args: argparse.Namespace, tasks: list[str], api_key: str | None) -> JudgeConnection | None:

@@ -73,6 +73,9 @@ class Board:
     rank_by: str = "countdown"
     title: str = "Post-training leaderboard"
 
+    def __post_init__(self) -> None:
+        self.read_session = db.read_sessions(self.make_session.kw["bind"])
+
 
 def _iso(epoch: float | None) -> str:
     return (
@@ -92,7 +95,7 @@ def _bearer(request: Request) -> str:
 
 def authenticate(board: Board, token: str) -> tuple[int, str]:
     """(team id, team name) for a valid token, else 401; 403 when the board is closed."""
-    with board.make_session() as session:
+    with board.read_session() as session:
         team = db.team_for_token(session, token) if token else None
         if team is None:
             raise ApiError(401, "unknown or revoked token: send Authorization: Bearer <your team's token>")
@@ -215,7 +218,7 @@ def ranking(board: Board) -> tuple[list[dict[str, Any]], bool]:
     Each team is represented by its best scored submission on the public split (``rank_by`` first, the other task
     breaking ties); its shown scores are public while the board is open, private once it is closed."""
     other = "ultrafeedback" if board.rank_by == "countdown" else "countdown"
-    with board.make_session() as session:
+    with board.read_session() as session:
         closed = db.is_closed(session)
         teams = {t.id: t for t in session.scalars(select(db.Team))}
         rows = list(session.scalars(select(db.Submission).order_by(db.Submission.id)))
@@ -266,7 +269,7 @@ def ranking(board: Board) -> tuple[list[dict[str, Any]], bool]:
 
 
 def team_history(board: Board, team_id: int) -> tuple[str, list[dict[str, Any]], bool]:
-    with board.make_session() as session:
+    with board.read_session() as session:
         team = session.get(db.Team, team_id)
         if team is None:
             raise ApiError(404, f"no team with id {team_id}")
@@ -302,7 +305,7 @@ def best_over_time_png(board: Board) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with board.make_session() as session:
+    with board.read_session() as session:
         closed = db.is_closed(session)
         teams = {t.id: t.name for t in session.scalars(select(db.Team))}
         rows = list(
@@ -403,7 +406,7 @@ def create_app(board: Board) -> FastAPI:
         token = _bearer(request)
 
         def read() -> dict[str, Any]:
-            with board.make_session() as session:
+            with board.read_session() as session:
                 team = db.team_for_token(session, token) if token else None
                 if team is None:
                     raise ApiError(401, "unknown or revoked token")

@@ -661,3 +661,22 @@ def test_board_prompts_needs_a_board_that_serves_them(tmp_path, monkeypatch, cap
                      str(tmp_path)])  # fmt: skip
     assert info.value.code == 2
     assert "could not download the board's countdown prompts" in capsys.readouterr().err
+
+
+def test_board_prompts_leave_out_a_task_the_board_does_not_score(
+    countdown_board, tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    url, board, token = countdown_board
+    monkeypatch.setenv("LEADERBOARD_TOKEN", token)
+    path = submit.main(
+        [
+            "--model", str(tiny_model_dir), "--method", "sft", "--board_prompts", "--url", url,
+            "--output_dir", str(tmp_path / "subs"), "--no_progress", "--countdown_max_new_tokens", "4",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "serves no ultrafeedback prompts (404): ultrafeedback left out of this submission" in out
+    data = json.loads(path.read_text())
+    assert "ultrafeedback" not in data and len(data["countdown"]["items"]) == len(CD_ROWS)
+    sid = json.loads(path.with_suffix(".receipt.json").read_text())["answer"]["id"]
+    wait_until(lambda: status_of(url, token, sid)["status"] == "scored")
