@@ -78,7 +78,7 @@ class Submission(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
     idempotency_key: Mapped[str] = mapped_column(String(128))
     body_sha256: Mapped[str] = mapped_column(String(64))
-    body: Mapped[bytes] = mapped_column(LargeBinary)
+    body: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # read by the scorer only, not the pages
     method: Mapped[str] = mapped_column(String(200))
     model: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[float] = mapped_column(Float)

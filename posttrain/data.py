@@ -185,8 +185,15 @@ def validation_tasks(
     test_keys = {
         canonical_key(t.target, t.nums) for t in heldout_tasks(exclude_first, seed=seed, **gen_kwargs)
     }
-    pool = heldout_tasks(n + exclude_first, seed=seed + VALIDATION_SEED_OFFSET, **gen_kwargs)
-    tasks = [t for t in pool if canonical_key(t.target, t.nums) not in test_keys]
+    # Prefix-stable pools: the first n survivors of a pool are those of any larger one, so the pool only grows (up
+    # to n + exclude_first, where at most exclude_first can be removed) until n survive.
+    margin = min(exclude_first, 16 + n // 10)
+    while True:
+        pool = heldout_tasks(n + margin, seed=seed + VALIDATION_SEED_OFFSET, **gen_kwargs)
+        tasks = [t for t in pool if canonical_key(t.target, t.nums) not in test_keys]
+        if len(tasks) >= n or margin >= exclude_first:
+            break
+        margin = min(exclude_first, margin * 4)
     if len(tasks) < n:
         raise ValueError(f"only {len(tasks)} validation tasks are left after removing the evaluation tasks")
     return tasks[:n]

@@ -329,6 +329,13 @@ def test_hostile_names_and_methods_are_escaped_on_every_page(countdown_board):
         html = get(url + page)[1].decode()
         assert "<script>alert" not in html and "<img src=x" not in html
         assert "&lt;script&gt;alert(" in html
+    for name in ("$\\frac{1}{0}$", "_hidden", "$x^{2$"):  # mathtext and legend traps in the plot
+        other = admin.team_add(board.make_session, name)
+        body = json.dumps(countdown_submission({"t1": f"<answer>{name}</answer>"})).encode()
+        code, answer, _ = post(url, body, other)
+        wait_until(lambda a=answer, t=other: status_of(url, t, a["id"])["status"] == "scored")
+    code, png = get(url + "/plot.png")
+    assert code == 200 and png.startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="printable"):
         admin.team_add(board.make_session, "bad\nname")
     with pytest.raises(ValueError, match="1-64"):
