@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import queue
-import socket
 import threading
 import time
 import uuid
@@ -36,13 +35,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from eval.serving import BoundServer
 from posttrain.models import model_fingerprint
 from rewards.chat_verifier import FAMILIES, JUDGE_ID, UnknownPromptError, parse_prompt, verify
 from rewards.reward_model import (
@@ -488,8 +487,10 @@ def create_app(
     return app
 
 
-class RewardServer:
+class RewardServer(BoundServer):
     """uvicorn serving `create_app` plus the batcher; `start()` serves in a background thread (tests, in-process)."""
+
+    url_path = "/v1"
 
     def __init__(
         self,
@@ -503,63 +504,21 @@ class RewardServer:
         result_timeout_s: float = DEFAULT_RESULT_TIMEOUT_S,
         body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     ):
+        super().__init__(
+            host=host,
+            port=port,
+            name="reward-server",
+            in_use_hint="pass another one (make serve-reward REWARD_PORT=8001, and the same REWARD_PORT to eval-winrate)",
+            error=RewardModelError,
+        )
         self.scorer = scorer
-        # Bound here, not by uvicorn, so a port in use is a clear error now and port=0 has a known port.
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.socket.bind((host, port))
-            self.socket.listen(2048)
-        except OSError as exc:
-            self.socket.close()
-            raise RewardModelError(
-                f"cannot listen on {host}:{port} ({exc.strerror or exc}); another server may be using the port: "
-                f"pass another one (make serve-reward REWARD_PORT=8001, and the same REWARD_PORT to eval-winrate)"
-            ) from None
-        self.host, self.port = host, self.socket.getsockname()[1]
         self.batcher = Batcher(scorer, batch_size=batch_size, wait_s=batch_wait_ms / 1000)
         app = create_app(scorer, self.batcher, api_key, result_timeout_s, body_timeout_s)
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_keep_alive=5,
-            h11_max_incomplete_event_size=64 * 1024,
-        )
-        self.uvicorn = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
-
-    def start(self) -> RewardServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="reward-server", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.uvicorn.started and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve until `close()` (or Ctrl-C in the main thread)."""
-        self.uvicorn.run(sockets=[self.socket])
+        self.serve(app, h11_max_incomplete_event_size=64 * 1024)
 
     def close(self) -> None:
-        self.uvicorn.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.socket.close()
+        super().close()
         self.batcher.close()
-
-    def __enter__(self) -> RewardServer:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def build_tiny_reward_model(

@@ -23,9 +23,7 @@ import io
 import json
 import logging
 import os
-import socket
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +31,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -43,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from eval.serving import BoundServer
 from eval.submit import SubmissionError, parse_submission
 from leaderboard import db
 from leaderboard.scoring import Judge, ScoringWorker, check_against_sets
@@ -502,61 +500,28 @@ def create_app(board: Board) -> FastAPI:
 # ----------------------------------------------------------------------------------------------------------
 
 
-class LeaderboardServer:
+class LeaderboardServer(BoundServer):
     """uvicorn serving `create_app(board)` and the scoring worker; `start()` serves in a background thread."""
 
     def __init__(self, board: Board, *, host: str = "127.0.0.1", port: int = 8100):
-        self.board = board
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.socket.bind((host, port))
-            self.socket.listen(2048)
-        except OSError as exc:
-            self.socket.close()
-            raise OSError(
-                f"cannot listen on {host}:{port} ({exc.strerror or exc}); another server may be using the port: "
-                f"pass another (make serve-leaderboard LEADERBOARD_PORT=8101)"
-            ) from None
-        self.host, self.port = host, self.socket.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(board), log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=5
+        super().__init__(
+            host=host,
+            port=port,
+            name="leaderboard",
+            in_use_hint="pass another (make serve-leaderboard LEADERBOARD_PORT=8101)",
         )
-        self.uvicorn = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        self.board = board
+        self.serve(create_app(board))
 
     def start(self) -> LeaderboardServer:
         if self.board.worker is not None:
             self.board.worker.start()
-        self._thread = threading.Thread(target=self.serve_forever, name="leaderboard", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.uvicorn.started and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self
-
-    def serve_forever(self) -> None:
-        self.uvicorn.run(sockets=[self.socket])
+        return super().start()
 
     def close(self) -> None:
-        self.uvicorn.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.socket.close()
+        super().close()
         if self.board.worker is not None:
             self.board.worker.stop()
-
-    def __enter__(self) -> LeaderboardServer:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def default_database_url(path: str = "runs/leaderboard/board.db") -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from numbers import Integral
@@ -199,8 +199,13 @@ def generate_tasks(
     min_target: int = 10,
     max_target: int = 100,
     seed: int = 0,
+    keep: Callable[[int, tuple[int, ...]], bool] | None = None,
 ) -> list[CountdownTask]:
     """``n`` distinct solvable tasks (distinct canonical keys), deterministic by ``seed``.
+
+    ``keep(target, nums)``: return only tasks it accepts: the first ``n`` accepted tasks of the unfiltered stream
+    (the same tasks as filtering a longer unfiltered list). With one number count the draws do not depend on the
+    solver's answers, so rejected draws skip the solver (a held-out split keeps 1 in 10).
 
     Stream-of-Search style rejection sampling: target ~ U[min_target, max_target], each number
     ~ U[min_number, max_number]; keep the draw if :func:`solve` finds a solution and the key is new.
@@ -246,7 +251,8 @@ def generate_tasks(
         target = rng.randint(min_target, max_target)
         nums = tuple(rng.randint(min_number, max_number) for _ in range(k))
         key = canonical_key(target, nums)
-        solution = None if key in seen else solve(nums, target)
+        wanted = keep is None or keep(target, nums)
+        solution = None if key in seen or (not wanted and len(counts) == 1) else solve(nums, target)
         if solution is None:
             misses += 1
             if misses >= _MAX_CONSECUTIVE_MISSES:
@@ -256,9 +262,13 @@ def generate_tasks(
                     f"targets in [{min_target}, {max_target}]); widen the ranges or lower n"
                 )
             continue
-        misses, k = 0, None
+        misses, k = (
+            0,
+            None,
+        )  # a solvable draw ends this task's draws, kept or not (the size stream stays the same)
         seen.add(key)
-        tasks.append(CountdownTask(target=target, nums=nums, solution=solution))
+        if wanted:
+            tasks.append(CountdownTask(target=target, nums=nums, solution=solution))
     return tasks
 
 

@@ -40,48 +40,46 @@ def _hashable(gen_kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in gen_kwargs.items()))
 
 
+def _in_heldout_split(target: int, nums: tuple[int, ...]) -> bool:
+    return is_heldout(target, nums)
+
+
+def _in_train_split(target: int, nums: tuple[int, ...]) -> bool:
+    return not is_heldout(target, nums)
+
+
 @functools.lru_cache(maxsize=16)
-def _generated(n: int, seed: int, gen_kwargs: tuple[tuple[str, Any], ...]) -> tuple[CountdownTask, ...]:
-    """`generate_tasks`, remembered per process: evaluation, validation and their guards draw the same large pools
-    (1000 held-out tasks take thousands of solver calls); the tasks are frozen, the tuple immutable."""
-    return tuple(generate_tasks(n, seed=seed, **dict(gen_kwargs)))
+def _generated(
+    n: int, seed: int, keep: Callable[[int, tuple[int, ...]], bool], gen_kwargs: tuple[tuple[str, Any], ...]
+) -> tuple[CountdownTask, ...]:
+    """`generate_tasks` of one split, remembered per process: evaluation, validation and their guards draw the
+    same pools (1000 held-out tasks); the tasks are frozen, the tuple immutable."""
+    return tuple(generate_tasks(n, seed=seed, keep=keep, **dict(gen_kwargs)))
 
 
-def _filtered_tasks(n: int, keep: Callable[[CountdownTask], bool], share: float, seed: int, **gen_kwargs):
+def _filtered_tasks(n: int, keep: Callable[[int, tuple[int, ...]], bool], seed: int, **gen_kwargs):
     """The first n generated tasks that satisfy `keep` (generate_tasks is prefix-stable, so this is too)."""
     if n < 0:
         raise ValueError(f"the number of tasks must be >= 0, got {n}")
     if n == 0:
         return []
-    want = int(n / share * 1.2) + 50
-    for _ in range(6):
-        try:
-            pool = _generated(want, seed, _hashable(gen_kwargs))
-        except ValueError:
-            pool = None  # more tasks asked for than exist with these settings; fall through to the error
-        if pool is not None:
-            kept = [t for t in pool if keep(t)]
-            if len(kept) >= n:
-                return kept[:n]
-        want *= 2
-    raise ValueError(
-        f"cannot draw {n} tasks from this split with {gen_kwargs}; ask for fewer tasks or widen the "
-        f"number/target ranges (countdown_max_number, countdown_max_target)."
-    )
+    try:
+        return list(_generated(n, seed, keep, _hashable(gen_kwargs)))
+    except ValueError as exc:
+        raise ValueError(
+            f"cannot draw {n} tasks from this split with {gen_kwargs} ({exc}); ask for fewer tasks or widen the "
+            f"number/target ranges (countdown_max_number, countdown_max_target)."
+        ) from None
 
 
 def heldout_tasks(n_test: int, *, seed: int = DEFAULT_TASK_SEED, **gen_kwargs) -> list[CountdownTask]:
     """Evaluation tasks: deterministic by seed, always from the held-out key space."""
-    return _filtered_tasks(
-        n_test, lambda t: is_heldout(t.target, t.nums), HELDOUT_PERCENT / 100, seed, **gen_kwargs
-    )
+    return _filtered_tasks(n_test, _in_heldout_split, seed, **gen_kwargs)
 
 
 def train_tasks(n_train: int, *, seed: int = DEFAULT_TASK_SEED, **gen_kwargs) -> list[CountdownTask]:
     """Training tasks: deterministic by seed, never from the held-out key space."""
-    return _filtered_tasks(
-        n_train, lambda t: not is_heldout(t.target, t.nums), 1 - HELDOUT_PERCENT / 100, seed, **gen_kwargs
-    )
+    return _filtered_tasks(n_train, _in_train_split, seed, **gen_kwargs)
 
 
 def _sft_splits(train: list[CountdownTask], test: list[CountdownTask], countdown_args):
