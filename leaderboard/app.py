@@ -529,10 +529,30 @@ def default_database_url(path: str = "runs/leaderboard/board.db") -> str:
 
 
 def open_database(url: str) -> sessionmaker[Session]:
+    """Sessions on the database at ``url`` (created or schema-checked); a bad URL, a missing driver or an
+    unreachable server is a `ValueError` naming the URL without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        raise ValueError(
+            f"--database_url {url[:80]!r} is not a database URL (e.g. sqlite:///runs/leaderboard/board.db or "
+            f"postgresql+psycopg://user:password@host/db)"
+        ) from None
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = db.make_engine(url)
-    db.init_db(engine)
+    try:
+        engine = db.make_engine(url)
+        db.init_db(engine)
+    except ImportError as exc:
+        raise ValueError(
+            f"the database {shown} needs a driver that is not installed ({exc}); pip install it"
+        ) from None
+    except SQLAlchemyError as exc:
+        reason = str(exc).split("\n")[0][:300].replace(url, shown)
+        raise ValueError(f"cannot open the database {shown}: {reason}") from None
     return db.sessions(engine)
 
 

@@ -687,3 +687,30 @@ def test_board_prompts_leave_out_a_task_the_board_does_not_score(
     assert "ultrafeedback" not in data and len(data["countdown"]["items"]) == len(CD_ROWS)
     sid = json.loads(path.with_suffix(".receipt.json").read_text())["answer"]["id"]
     wait_until(lambda: status_of(url, token, sid)["status"] == "scored")
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--countdown_set", "nowhere.jsonl"], "countdown set not found: nowhere.jsonl"),
+        ([], "needs at least one hidden set"),
+        (["--ultrafeedback_set", "{uf}"], "has an ultrafeedback set but no judge"),
+        (["--countdown_set", "{cd}", "--database_url", "nonsense"], "is not a database URL"),
+        (
+            ["--countdown_set", "{cd}", "--database_url", "postgresql+nodriver://u:hunter2@127.0.0.1/db"],
+            "u:***@",
+        ),
+    ],
+)
+def test_server_start_errors_are_one_line_and_name_the_problem(tmp_path, capsys, extra, fragment):
+    from leaderboard import app
+
+    cd = _write_jsonl(tmp_path / "cd.jsonl", CD_ROWS)
+    uf = _write_jsonl(tmp_path / "uf.jsonl", _fixture_uf_rows(2))
+    argv = [a.format(cd=cd, uf=uf) for a in extra]
+    if "--database_url" not in argv:
+        argv += ["--database_url", f"sqlite:///{tmp_path / 'b.db'}"]
+    with pytest.raises(SystemExit) as info:
+        app.main([*argv, "--port", "0"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and fragment in err and "Traceback" not in err and "hunter2" not in err
