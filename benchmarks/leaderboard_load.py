@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         "--ultrafeedback", type=int, default=0, help="fixture prompts in the UltraFeedback set (0: none)"
     )
     p.add_argument("--timeout_s", type=float, default=600)
+    p.add_argument(
+        "--database_url",
+        default=None,
+        help="a database server to run on instead of a fresh SQLite file (its leaderboard tables are dropped first)",
+    )
     args = p.parse_args(argv)
     from leaderboard import admin, db
     from leaderboard.app import open_database
@@ -123,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         for i, t in enumerate(heldout_tasks(args.tasks, seed=99))
     ]
     (work / "cd.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
-    command = [sys.executable, "-m", "leaderboard.app", "--database_url", f"sqlite:///{work / 'b.db'}",
+    database = args.database_url or f"sqlite:///{work / 'b.db'}"
+    if args.database_url:
+        db.Base.metadata.drop_all(db.make_engine(database))
+    command = [sys.executable, "-m", "leaderboard.app", "--database_url", database,
                "--countdown_set", str(work / "cd.jsonl")]  # fmt: skip
     uf_prompts: list[str] = []
     if args.ultrafeedback:
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         # The reward cache on, as `make serve-leaderboard` runs: the references are scored once, not per upload.
         command += ["--ultrafeedback_set", str(work / "uf.jsonl"), "--serve_judge", "verifiable",
                     "--reward_cache", str(work / "reward-cache.jsonl")]  # fmt: skip
-    make_session = open_database(f"sqlite:///{work / 'b.db'}")
+    make_session = open_database(database)
     tokens = [admin.team_add(make_session, f"team{i}", daily_limit=limit) for i in range(args.teams)]
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -189,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     done = scored()
     print(f"leaderboard load test: {args.teams} teams x {args.per_team} uploads, {args.clients} client threads, "
           f"limit {limit}/team, {args.tasks} Countdown tasks" + (f", {args.ultrafeedback} UF prompts" if uf_prompts else ""))  # fmt: skip
-    print(f"  machine: {os.cpu_count()} CPUs; server in its own process (uvicorn, SQLite WAL)")
+    engine = "SQLite WAL" if database.startswith("sqlite") else database.split(":")[0]
+    print(f"  machine: {os.cpu_count()} CPUs; server in its own process (uvicorn, {engine})")
     print(f"  answers: {dict(sorted({c: codes.count(c) for c in set(codes)}.items()))}; resends: "
           f"{dict(sorted({c: resends.count(c) for c in set(resends)}.items()))}")  # fmt: skip
     print(

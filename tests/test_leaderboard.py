@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -577,9 +578,31 @@ def test_kill_9_mid_scoring_loses_nothing_and_scoring_resumes_at_the_next_start(
         assert session.query(db.Submission).count() == 1
 
 
-def test_concurrent_submissions_from_several_teams_are_counted_exactly_once(tmp_path):
+# A database server to run the concurrency test against too (its leaderboard tables are dropped first), e.g.
+# LEADERBOARD_TEST_DATABASE_URL=postgresql+psycopg://user:password@127.0.0.1/lbtest (needs `pip install psycopg`).
+SERVER_DATABASE = os.environ.get("LEADERBOARD_TEST_DATABASE_URL")
+
+
+@pytest.mark.parametrize(
+    "server_database",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(
+                not SERVER_DATABASE, reason="set LEADERBOARD_TEST_DATABASE_URL to run it on a database server"
+            ),
+        ),
+    ],
+    ids=["sqlite", "server-database"],
+)
+def test_concurrent_submissions_from_several_teams_are_counted_exactly_once(tmp_path, server_database):
     sets = load_sets(_write_jsonl(tmp_path / "cd.jsonl", CD_ROWS), None)
-    make_session = open_database(f"sqlite:///{tmp_path / 'b.db'}")
+    if server_database:
+        db.Base.metadata.drop_all(db.make_engine(SERVER_DATABASE))
+        make_session = open_database(SERVER_DATABASE)
+    else:
+        make_session = open_database(f"sqlite:///{tmp_path / 'b.db'}")
     teams = {f"team{i}": admin.team_add(make_session, f"team{i}", daily_limit=40) for i in range(4)}
     worker = ScoringWorker(make_session, sets, None, poll_s=0.05)
     with LeaderboardServer(Board(make_session, sets, worker), port=0) as server:
