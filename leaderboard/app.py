@@ -625,6 +625,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         sets = load_sets(args.countdown_set, args.ultrafeedback_set, args.public_fraction)
         make_session = open_database(args.database_url or default_database_url())
+        with make_session() as session, session.begin():
+            changed = db.record_sets(session, json.dumps(sets.fingerprint, sort_keys=True))
+        if changed:
+            logger.warning(
+                "the hidden sets differ from those this database was scored on (%s): earlier scores stay as they "
+                "were; `python -m leaderboard.admin rescore ID` scores a submission again, or start a new database",
+                changed,
+            )
         judge, connection = connect(args, sets)
         worker = ScoringWorker(
             make_session,

@@ -209,6 +209,17 @@ def set_closed(session: Session, closed: bool) -> None:
         row.value = "1" if closed else "0"
 
 
+def record_sets(session: Session, fingerprint: str) -> str | None:
+    """Remember the hidden sets' fingerprint; returns the previous one when it differs (scores in this database
+    were computed on other sets)."""
+    row = session.get(Meta, "sets")
+    if row is None:
+        session.add(Meta(key="sets", value=fingerprint))
+        return None
+    previous, row.value = row.value, fingerprint
+    return previous if previous != fingerprint else None
+
+
 def log_action(session: Session, action: str, detail: str) -> None:
     """An admin action for the audit log; callers pass no secrets (tokens appear by their public id only)."""
     session.add(AdminLog(at=now(), action=action, detail=detail))

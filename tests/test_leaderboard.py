@@ -737,3 +737,13 @@ def test_server_start_errors_are_one_line_and_name_the_problem(tmp_path, capsys,
         app.main([*argv, "--port", "0"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and fragment in err and "Traceback" not in err and "hunter2" not in err
+
+
+def test_the_database_remembers_which_hidden_sets_it_was_scored_on(tmp_path):
+    make_session = open_database(f"sqlite:///{tmp_path / 'b.db'}")
+    with make_session() as session, session.begin():
+        assert db.record_sets(session, '{"countdown": "a"}') is None
+    with make_session() as session, session.begin():
+        assert db.record_sets(session, '{"countdown": "a"}') is None  # same sets: nothing to say
+    with make_session() as session, session.begin():
+        assert db.record_sets(session, '{"countdown": "b"}') == '{"countdown": "a"}'
