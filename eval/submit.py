@@ -12,6 +12,10 @@ Prompt sets (each a file path or a hub dataset id):
   line, ``fixture`` or a hub dataset with a ``prompt`` column; default: ``HuggingFaceH4/ultrafeedback_binarized``
   test prompts, the project's fixture when the hub is unreachable.
 
+``--board_prompts`` (make: whenever ``LEADERBOARD_URL`` is set): both sets are downloaded from the board,
+``<url>/prompts/<task>.jsonl`` as the self-hosted leaderboard (`leaderboard.app`) serves them; a task the board
+serves no file for (404) is left out.
+
 How many: every item of a given prompt file or dataset (the leaderboard's sets are sent whole); only for the
 default sets (generated Countdown tasks, the default/fixture UltraFeedback prompts) the first 32 (a CPU-sized
 run). ``--countdown_n`` / ``--ultrafeedback_n`` take the first N in either case.
