@@ -92,12 +92,18 @@ def _bearer(request: Request) -> str:
     return header[7:].strip() if header[:7].lower() == "bearer " else ""
 
 
+def token_team(session: Session, token: str) -> db.Team:
+    """The team of a valid bearer token, else 401."""
+    team = db.team_for_token(session, token) if token else None
+    if team is None:
+        raise ApiError(401, "unknown or revoked token: send Authorization: Bearer <your team's token>")
+    return team
+
+
 def authenticate(board: Board, token: str) -> tuple[int, str]:
     """(team id, team name) for a valid token, else 401; 403 when the board is closed."""
     with board.read_session() as session:
-        team = db.team_for_token(session, token) if token else None
-        if team is None:
-            raise ApiError(401, "unknown or revoked token: send Authorization: Bearer <your team's token>")
+        team = token_team(session, token)
         if db.is_closed(session):
             raise ApiError(403, "the board is closed: submissions are no longer accepted")
         return team.id, team.name
@@ -418,9 +424,7 @@ def create_app(board: Board) -> FastAPI:
 
         def read() -> dict[str, Any]:
             with board.read_session() as session:
-                team = db.team_for_token(session, token) if token else None
-                if team is None:
-                    raise ApiError(401, "unknown or revoked token")
+                team = token_team(session, token)
                 row = session.get(db.Submission, submission_id)
                 if row is None or row.team_id != team.id:
                     raise ApiError(404, f"your team has no submission {submission_id}")
@@ -513,10 +517,11 @@ class LeaderboardServer(BoundServer):
         self.board = board
         self.serve(create_app(board))
 
-    def start(self) -> LeaderboardServer:
+    def serve_forever(self) -> None:
+        """Score in the background while serving (in this thread, or in `start()`'s)."""
         if self.board.worker is not None:
             self.board.worker.start()
-        return super().start()
+        super().serve_forever()
 
     def close(self) -> None:
         super().close()
@@ -658,12 +663,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"leaderboard at {server.url}  (tasks: {sets.tasks()}; Ctrl-C to stop)", flush=True)
-    worker.start()
     try:
         server.serve_forever()
     finally:
-        worker.stop()
-        server.socket.close()
+        server.close()
         if connection is not None:
             connection.close()
 

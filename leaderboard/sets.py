@@ -64,10 +64,6 @@ class HiddenSets:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
 
 
-def prompt_sha256(prompt: str) -> str:
-    return hashlib.sha256(prompt.encode()).hexdigest()
-
-
 def _split_of(row: dict[str, Any], where: str, salt: str, key: str, public_fraction: float) -> str:
     split = row.get("split")
     if split is None:
@@ -105,6 +101,8 @@ def load_ultrafeedback_set(
     path: str | Path, public_fraction: float = 0.5
 ) -> tuple[dict[str, UltraFeedbackItem], str]:
     """The UltraFeedback set keyed by the prompt's sha256, and the file's sha256."""
+    from eval.winrate import prompt_id
+
     path = Path(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
     items: dict[str, UltraFeedbackItem] = {}
@@ -114,7 +112,7 @@ def load_ultrafeedback_set(
         for field in ("prompt", "reference"):
             if not isinstance(row.get(field), str) or not row[field].strip():
                 raise ValueError(f"{where}: field {field!r} must be a non-empty string")
-        pid = prompt_sha256(row["prompt"])
+        pid = prompt_id(row["prompt"])
         if pid in items:
             raise ValueError(f"{where}: duplicate prompt")
         split = _split_of(row, where, digest, pid, public_fraction)

@@ -262,10 +262,8 @@ def generate_tasks(
                     f"targets in [{min_target}, {max_target}]); widen the ranges or lower n"
                 )
             continue
-        misses, k = (
-            0,
-            None,
-        )  # a solvable draw ends this task's draws, kept or not (the size stream stays the same)
+        # A solvable draw ends this task's draws, kept or not, so the stream of sizes stays the same.
+        misses, k = 0, None
         seen.add(key)
         if wanted:
             tasks.append(CountdownTask(target=target, nums=nums, solution=solution))

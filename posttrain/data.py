@@ -40,10 +40,6 @@ def _hashable(gen_kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in gen_kwargs.items()))
 
 
-def _in_heldout_split(target: int, nums: tuple[int, ...]) -> bool:
-    return is_heldout(target, nums)
-
-
 def _in_train_split(target: int, nums: tuple[int, ...]) -> bool:
     return not is_heldout(target, nums)
 
@@ -74,7 +70,7 @@ def _filtered_tasks(n: int, keep: Callable[[int, tuple[int, ...]], bool], seed: 
 
 def heldout_tasks(n_test: int, *, seed: int = DEFAULT_TASK_SEED, **gen_kwargs) -> list[CountdownTask]:
     """Evaluation tasks: deterministic by seed, always from the held-out key space."""
-    return _filtered_tasks(n_test, _in_heldout_split, seed, **gen_kwargs)
+    return _filtered_tasks(n_test, is_heldout, seed, **gen_kwargs)
 
 
 def train_tasks(n_train: int, *, seed: int = DEFAULT_TASK_SEED, **gen_kwargs) -> list[CountdownTask]:

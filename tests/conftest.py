@@ -64,3 +64,25 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+def submission_metadata(method: str = "sft") -> dict:
+    """A schema-valid ``metadata`` block of an `eval.submit` submission (one greedy sample per prompt)."""
+    return {
+        "model": "runs/sft-countdown/model",
+        "model_revision": None,
+        "method": method,
+        "git_commit": None,
+        "created": "2026-11-30T10:00:00+00:00",
+        "seed": 0,
+        "sampling": {
+            "max_new_tokens": 8,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "top_k": 0,
+            "n": 1,
+            "seed": 0,
+            "batch_size": None,
+        },
+        "backend": "hf",
+    }

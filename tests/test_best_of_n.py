@@ -15,6 +15,7 @@ from eval.reward_server import RewardServer
 from eval.submit import build_submission, validate_submission
 from eval.submit import main as submit_main
 from posttrain.sampling import SamplingParams
+from tests.conftest import submission_metadata
 
 # The summary keys of a plain run, as they were before best-of-N existed: BEST_OF=1 must not change them.
 PLAIN_SUMMARY_KEYS = [
@@ -369,25 +370,7 @@ def test_best_of_metadata_is_strict(tmp_path, tiny_model_dir, block, fragment):
 
     data = {
         "schema_version": 1,
-        "metadata": {
-            "model": "m",
-            "model_revision": None,
-            "method": "sft",
-            "git_commit": None,
-            "created": "2025-01-01T00:00:00+00:00",
-            "seed": 0,
-            "sampling": {
-                "max_new_tokens": 8,
-                "temperature": 0.0,
-                "top_p": 1.0,
-                "top_k": 0,
-                "n": 1,
-                "seed": 0,
-                "batch_size": None,
-            },
-            "backend": "hf",
-            "best_of": block,
-        },
+        "metadata": submission_metadata() | {"best_of": block},
         "countdown": {
             "prompt_source": {"heldout": True},
             "template": "chat",

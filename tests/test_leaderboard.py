@@ -26,6 +26,7 @@ from leaderboard.app import Board, LeaderboardServer, open_database
 from leaderboard.scoring import Judge, ScoringWorker, check_against_sets, score_countdown
 from leaderboard.sets import PRIVATE, PUBLIC, load_sets
 from posttrain.chat_fixture import ultrafeedback_fixture_rows
+from tests.conftest import submission_metadata
 
 # Six hidden Countdown tasks: t0..t5 = 24 from (4, 6, k) for k = 1..6; only k = 1 has 4*6*1 = 24.
 CD_ROWS = [
@@ -39,27 +40,6 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def _metadata(method: str = "sft") -> dict:
-    return {
-        "model": "runs/sft-countdown/model",
-        "model_revision": None,
-        "method": method,
-        "git_commit": None,
-        "created": "2026-11-30T10:00:00+00:00",
-        "seed": 0,
-        "sampling": {
-            "max_new_tokens": 8,
-            "temperature": 0.0,
-            "top_p": 1.0,
-            "top_k": 0,
-            "n": 1,
-            "seed": 0,
-            "batch_size": None,
-        },
-        "backend": "hf",
-    }
-
-
 def countdown_submission(answers: dict[str, str], method: str = "sft") -> dict:
     rows = {r["id"]: r for r in CD_ROWS}
     items = [
@@ -68,7 +48,7 @@ def countdown_submission(answers: dict[str, str], method: str = "sft") -> dict:
     ]
     return {
         "schema_version": 1,
-        "metadata": _metadata(method),
+        "metadata": submission_metadata(method),
         "countdown": {"prompt_source": {}, "template": "short", "items": items},
     }
 
@@ -389,7 +369,7 @@ def _uf_submission(rows: list[dict], replies: list[str]) -> dict:
     ]
     return {
         "schema_version": 1,
-        "metadata": _metadata(),
+        "metadata": submission_metadata(),
         "ultrafeedback": {"prompt_source": {}, "items": items},
     }
 
