@@ -38,7 +38,7 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit leaderboard-sets serve-leaderboard leaderboard-team results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl bench-leaderboard sft-smoltalk genrm-countdown
+.PHONY: chat-setup serve-chat refine refine-prompts help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit leaderboard-sets serve-leaderboard leaderboard-team results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl bench-leaderboard sft-smoltalk genrm-countdown
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
@@ -63,6 +63,9 @@ help:
 	@echo "                      BEST_OF=N: submit the rule verifier's / the judge's pick of N samples (judge as above)"
 	@echo "make serve-leaderboard the self-hosted leaderboard at 127.0.0.1:$(LEADERBOARD_PORT) (hidden sets built once)"
 	@echo "make leaderboard-team  TEAM=name: register a team, print its token (python -m leaderboard.admin: more)"
+	@echo "make serve-chat       OpenAI-compatible chat endpoint on the embedded GGUF (llama.cpp) at 127.0.0.1:$(CHAT_PORT)"
+	@echo "make refine TASK=name  Re:Fine: task file -> synthetic prompts -> eval -> GRPO with an LLM judge -> eval -> compare"
+	@echo "                      (tasks: recipes/refine/tasks/*.md; TASK=tldr INPUTS=tldr_fixture offline)"
 	@echo "make results          every run's summary.json as one table + runs/results.png"
 	@echo "make test             fast offline test suite;  make test-slow: the slow tests"
 	@echo "make bench            CPU benchmarks (reward throughput, SFT tokens/s); bench-rl: RL step time;"
@@ -412,3 +415,68 @@ bench-leaderboard: setup
 
 clean-runs:
 	rm -rf $(RUNS)
+
+# Re:Fine (recipes/refine/README.md): a task description file -> synthetic prompts (posttrain.synthetic) -> the
+# start model's replies on held-out inputs -> GRPO rewarded by an LLM judge plus the task's rules -> replies again ->
+# the judge's pairwise win rate, length distributions and side-by-side tables (eval.refine). Offline, the embedded
+# model is policy, generator and judge, all through a local llama.cpp endpoint started for the run (a 135M judge
+# is a plumbing check). A real API: CHAT_URL=https://... CHAT_MODEL_NAME=<model> CHAT_API_KEY_ENV=<VAR>.
+TASK ?= style_transfer
+REFINE_TASK_FILE = recipes/refine/tasks/$(TASK).md
+REFINE_DIR = $(RUNS)/refine-$(TASK)
+REFINE_MODEL ?= embedded
+REFINE_N ?= 96
+REFINE_EVAL_N ?= 24
+REFINE_MAX_NEW_TOKENS ?= 64
+REFINE_SEED ?= 0
+# TASK=tldr: INPUTS=tldr_fixture reads the offline fixture instead of trl-lib/tldr.
+INPUTS ?=
+CHAT_PORT ?= 8002
+# What `make serve-chat` serves: `embedded` or a .gguf file.
+CHAT_GGUF ?= embedded
+# Empty: a local endpoint on CHAT_GGUF is started for the run (or one already on CHAT_PORT is used).
+CHAT_URL ?=
+CHAT_MODEL_NAME ?= embedded
+CHAT_API_KEY_ENV ?= CHAT_API_KEY
+REFINE_URL = $(or $(CHAT_URL),http://127.0.0.1:$(CHAT_PORT)/v1)
+REFINE_API = --api_key_env $(CHAT_API_KEY_ENV)
+# llama.cpp built for any x86-64 with AVX2 (a -march=native build faults on machines that hide AVX-512/AMX).
+CHAT_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+
+chat-setup: setup
+	@$(PY) -c "import llama_cpp.server" 2>/dev/null || { \
+		echo "installing llama-cpp-python: pip builds llama.cpp from source (about 5 min on 2 cores, once)"; \
+		CMAKE_ARGS="$(CHAT_CMAKE_ARGS)" $(PIP) install $(PIN) -e ".[chat]"; }
+
+serve-chat: chat-setup
+	$(PY) -m eval.chat_server --model $(CHAT_GGUF) --port $(CHAT_PORT)
+
+refine-prompts: setup
+	$(PY) -m posttrain.synthetic --task $(REFINE_TASK_FILE) --n $(REFINE_N) --seed $(REFINE_SEED) \
+		--output_dir $(REFINE_DIR)/prompts --base_url $(REFINE_URL) --model $(CHAT_MODEL_NAME) $(REFINE_API) \
+		$(if $(INPUTS),--inputs_dataset $(INPUTS))
+
+# The steps run in one shell, so that the endpoint started for the run is stopped however the run ends.
+refine: setup $(if $(CHAT_URL),,chat-setup)
+	@test -f $(REFINE_TASK_FILE) || { echo "no task file $(REFINE_TASK_FILE); tasks: $$(ls recipes/refine/tasks)"; exit 2; }
+	@set -euo pipefail; mkdir -p $(REFINE_DIR); \
+	if [ -z "$(CHAT_URL)" ] && ! $(PY) -m eval.chat_server wait --port $(CHAT_PORT) --timeout_s 1 >/dev/null 2>&1; then \
+		echo "starting the chat endpoint on $(CHAT_GGUF) (log: $(REFINE_DIR)/chat_server.log)"; \
+		$(PY) -m eval.chat_server --model $(CHAT_GGUF) --port $(CHAT_PORT) > $(REFINE_DIR)/chat_server.log 2>&1 & \
+		server=$$!; trap 'kill $$server 2>/dev/null || true' EXIT; \
+		$(PY) -m eval.chat_server wait --port $(CHAT_PORT) --timeout_s 300; fi; \
+	started=$$(date +%s); \
+	$(MAKE) --no-print-directory refine-prompts; \
+	$(PY) -m posttrain.refine_tasks grpo-config --task $(REFINE_TASK_FILE) --output $(REFINE_DIR)/grpo.yaml; \
+	$(PY) -m eval.refine sample --model $(REFINE_MODEL) --prompts $(REFINE_DIR)/prompts --n $(REFINE_EVAL_N) \
+		--max_new_tokens $(REFINE_MAX_NEW_TOKENS) --output_dir $(REFINE_DIR)/eval-before; \
+	$(LAUNCH) recipes/grpo/run.py --config $(REFINE_DIR)/grpo.yaml --model_name_or_path $(REFINE_MODEL) \
+		--dataset_name $(REFINE_DIR)/prompts --judge_base_url $(REFINE_URL) --judge_model $(CHAT_MODEL_NAME) \
+		--judge_api_key_env $(CHAT_API_KEY_ENV) --max_completion_length $(REFINE_MAX_NEW_TOKENS) \
+		--output_dir $(REFINE_DIR)/model $(ARGS); \
+	$(PY) -m eval.refine sample --model $(REFINE_DIR)/model --prompts $(REFINE_DIR)/prompts --n $(REFINE_EVAL_N) \
+		--max_new_tokens $(REFINE_MAX_NEW_TOKENS) --output_dir $(REFINE_DIR)/eval-after; \
+	$(PY) -m eval.refine compare $(REFINE_DIR)/eval-before $(REFINE_DIR)/eval-after --task $(REFINE_TASK_FILE) \
+		--judge_base_url $(REFINE_URL) --judge_model $(CHAT_MODEL_NAME) --judge_api_key_env $(CHAT_API_KEY_ENV) \
+		--reward_curve $(REFINE_DIR)/model/reward_curve.png --output_dir $(REFINE_DIR)/compare; \
+	echo "Re:Fine $(TASK) done in $$(( $$(date +%s) - started )) s: $(REFINE_DIR)/compare/results.md and results.html"

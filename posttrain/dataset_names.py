@@ -19,6 +19,7 @@ WARMSTART_HUB_TRACES = "warmstart_hub"  # reasoning traces from the hub
 SMOLTALK = "smoltalk"  # chat SFT
 ULTRAFEEDBACK = "ultrafeedback"  # prompts (RL) or preference pairs (DPO, reward)
 PAIRS = "pairs"  # a preference folder written by `python -m posttrain.preferences`
+REFINE = "refine"  # a Re:Fine prompt folder written by `python -m posttrain.synthetic`
 GENRM = "genrm"  # GenRM-CoT verification data: a folder written by `python -m posttrain.genrm`, or the hub's
 
 GENRM_HUB_ID = "psr-ai/genrm-cot"
@@ -28,6 +29,8 @@ GENRM_HUB_ID = "psr-ai/genrm-cot"
 GENRM_HUB_REVISION = "main"
 # The file that marks a folder written by `python -m posttrain.genrm` (it records the request and counts).
 GENRM_DATA_FILE = "genrm_data.json"
+# The card that marks a prompt folder written by `python -m posttrain.synthetic`.
+SYNTHETIC_CARD_FILE = "synthetic_prompts.json"
 
 # kind -> (the names that select it, how an error message describes it)
 KINDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -50,6 +53,10 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
         "a preference folder (datasets.save_to_disk layout), e.g. built by "
         "`python -m posttrain.preferences --model ... --output_dir <folder>`",
     ),
+    REFINE: (
+        (),
+        "a Re:Fine prompt folder written by `python -m posttrain.synthetic --task ... --output_dir <folder>`",
+    ),
     GENRM: (
         (GENRM_HUB_ID,),
         f"a GenRM verification folder written by `python -m posttrain.genrm --model ... --output_dir <folder>`, "
@@ -59,7 +66,7 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
 # The kinds each recipe trains on; the first one is used when dataset_name is unset.
 RECIPE_KINDS: dict[str, tuple[str, ...]] = {
     "SFT": (COUNTDOWN, WARMSTART_HUB_TRACES, COUNTDOWN_HUB, SMOLTALK, GENRM),
-    "RL": (COUNTDOWN, COUNTDOWN_HUB, ULTRAFEEDBACK),
+    "RL": (COUNTDOWN, COUNTDOWN_HUB, ULTRAFEEDBACK, REFINE),
     "preference": (ULTRAFEEDBACK, PAIRS),
 }
 
@@ -88,6 +95,8 @@ def dataset_kind(name: str | None, recipe: str) -> str:
         return PAIRS
     if GENRM in kinds and is_genrm_folder(name):
         return GENRM
+    if REFINE in kinds and name and (Path(name) / SYNTHETIC_CARD_FILE).is_file():
+        return REFINE
     if not name:
         return kinds[0]
     for kind in kinds:

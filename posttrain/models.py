@@ -67,7 +67,7 @@ def embedded_model_dir() -> Path:
     return cache_root() / "models" / f"SmolLM2-135M-Instruct-v{EMBEDDED_FORMAT_VERSION}"
 
 
-def _embedded_gguf_path() -> Path:
+def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
         raise ModelNotAvailableError(
@@ -96,7 +96,7 @@ def materialize_embedded_model(force: bool = False) -> Path:
     with FileLock(str(target) + ".lock"):
         if not force and (target / _DONE_MARKER).is_file():
             return target
-        gguf = _embedded_gguf_path()
+        gguf = embedded_gguf_path()
         logger.info("Converting embedded model %s from %s (one-off, a few seconds)", EMBEDDED_SOURCE_ID, gguf)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -38,8 +38,9 @@ from posttrain.curves import (
     reward_rows,
 )
 from posttrain.data import is_heldout, train_tasks, validation_tasks
-from posttrain.dataset_names import COUNTDOWN, ULTRAFEEDBACK, dataset_kind
+from posttrain.dataset_names import COUNTDOWN, REFINE, ULTRAFEEDBACK, dataset_kind
 from posttrain.guidance import GuidedRollout, prompt_key
+from posttrain.length_guard import LengthCollapseGuard
 from posttrain.models import load_tokenizer, trained_template
 from posttrain.rl_checks import (
     RLConfigError,
@@ -69,8 +70,10 @@ logger = logging.getLogger(__name__)
 
 
 def rl_task(dataset_name: str | None) -> str:
-    """ "countdown" (generated or hub tasks) or "ultrafeedback"; a name RL cannot train on raises DatasetNameError."""
-    return "ultrafeedback" if dataset_kind(dataset_name, "RL") == ULTRAFEEDBACK else "countdown"
+    """ "countdown" (generated or hub tasks), "ultrafeedback" or "refine" (a Re:Fine prompt folder); a name RL
+    cannot train on raises DatasetNameError."""
+    kind = dataset_kind(dataset_name, "RL")
+    return {ULTRAFEEDBACK: "ultrafeedback", REFINE: "refine"}.get(kind, "countdown")
 
 
 def countdown_rl_rows(tasks: Sequence[Any], template: str) -> list[dict]:
@@ -124,8 +127,31 @@ def ultrafeedback_rl_prompts(script_args: Any) -> tuple[list[dict], str]:
     return rows, source
 
 
+def refine_rl_prompts(script_args: Any) -> tuple[list[dict], dict]:
+    """The train split of a Re:Fine prompt folder: conversational prompts plus the `source` column the length
+    rule reads (TRL passes extra columns to reward functions as keywords)."""
+    from posttrain.synthetic import load_prompts, read_card
+
+    data = load_prompts(script_args.dataset_name, "train")
+    max_rows = script_args.dataset_max_train_rows
+    if max_rows:
+        data = data.select(range(min(max_rows, len(data))))
+    rows = [{"prompt": row["prompt"], "source": row["source"]} for row in data]
+    card = read_card(script_args.dataset_name)
+    info = {
+        "task": "refine",
+        "refine_task": card.get("task", {}).get("name"),
+        "data_source": f"{script_args.dataset_name} ({card.get('source')})",
+        "split": "train",
+    }
+    return rows, info
+
+
 def build_rl_dataset(script_args: Any, countdown_args: Any) -> tuple[Any, dict]:
     """The training prompts and a description of where they came from (recorded in run_summary.json)."""
+    if rl_task(script_args.dataset_name) == "refine":
+        rows, info = refine_rl_prompts(script_args)
+        return Dataset.from_list(rows), info
     if rl_task(script_args.dataset_name) == "ultrafeedback":
         rows, source = ultrafeedback_rl_prompts(script_args)
         info = {"task": "ultrafeedback", "data_source": source, "split": script_args.dataset_train_split}
@@ -194,6 +220,7 @@ def kl_reference(trainer: Any, training_args: Any, model_args: Any) -> str | Non
 START_HINTS = {
     "countdown": "run `make sft-countdown` first, or pass --model_name_or_path embedded",
     "ultrafeedback": "run `make sft-smoltalk` first, or pass --model_name_or_path embedded",
+    "refine": "pass --model_name_or_path embedded (or any chat model)",
 }
 
 
@@ -247,6 +274,12 @@ def run_rl(
     if task == "countdown":  # the first reward (the answer's correctness) decides whether a group has signal
         meter = reward_funcs[0] = GroupSignalMeter(reward_funcs[0], training_args.num_generations)
     curve = RewardCurveCallback(training_args.output_dir, title=f"{algo.upper()} {data_info['task']}")
+    collapse_ratio = getattr(training_args, "length_collapse_ratio", 0.0)
+    guard = (
+        LengthCollapseGuard(collapse_ratio, patience=training_args.length_collapse_patience)
+        if collapse_ratio
+        else None
+    )
     guided = None
     greedy_in_group = getattr(training_args, "rollout_greedy_in_group", False)
     solution_guidance = getattr(training_args, "rollout_solution_guidance", False)
@@ -263,7 +296,7 @@ def run_rl(
         args=training_args,
         train_dataset=dataset,
         peft_config=get_peft_config(model_args),
-        callbacks=[curve, *callbacks],
+        callbacks=[curve, *([guard] if guard else []), *callbacks],
         **({"rollout_func": guided} if guided is not None else {}),
     )
     if meter is not None:
@@ -303,6 +336,7 @@ def run_rl(
             "resumed_from": resume,
             "validation": validation.summary() if validation else None,
             "guided_groups": guided.stats if guided is not None else None,
+            "length_collapse_guard": guard.summary() if guard is not None else None,
             "saved_step": loaded_best["step"] if loaded_best else trainer.state.global_step,
             **data_info,
         },

@@ -166,9 +166,27 @@ class GRPORecipeConfig(GRPOConfig):
         default=False,
         metadata={"help": "Countdown: the task's known solution joins each group with no correct sample."},
     )
+    length_collapse_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Stop when the mean completion length stays below this fraction of the start's for "
+            "length_collapse_patience logged steps (posttrain.length_guard); 0: off."
+        },
+    )
+    length_collapse_patience: int = field(
+        default=3, metadata={"help": "Logged steps below length_collapse_ratio before the run stops."}
+    )
 
     def __post_init__(self) -> None:
         fail(batch_problems(self), "GRPO")
+        if not 0.0 <= self.length_collapse_ratio < 1.0 or self.length_collapse_patience < 1:
+            fail(
+                [
+                    f"length_collapse_ratio must be in [0, 1) (0: off), got {self.length_collapse_ratio}, and "
+                    f"length_collapse_patience >= 1, got {self.length_collapse_patience}"
+                ],
+                "GRPO",
+            )
         if (self.rollout_greedy_in_group or self.rollout_solution_guidance) and self.use_vllm:
             fail(
                 [
@@ -262,10 +280,10 @@ def task_reward_problems(task: str | None, reward_names: Sequence[str]) -> list[
     """Countdown rewards need the Countdown columns (`target`, `nums`): on other prompts they crash after
     the first generation, so refuse them up front."""
     wrong = [name for name in reward_names if name in COUNTDOWN_REWARDS]
-    if task == "ultrafeedback" and wrong:
+    if task in ("ultrafeedback", "refine") and wrong:
         return [
             f"reward_funcs has {wrong}, which score Countdown answers against the `target` and `nums` columns, "
-            "but the prompts are UltraFeedback (dataset_name), which has neither. Use reward_model or llm_judge "
+            f"but the prompts are {task} prompts (dataset_name), which have neither. Use reward_model or llm_judge "
             "(e.g. reward_funcs: [reward_model]), or leave dataset_name unset for Countdown tasks."
         ]
     return []

@@ -18,14 +18,20 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from rewards.registry import is_finite_number, validate_reward_names
+from rewards.registry import REWARDS, is_finite_number, validate_reward_names
 from rewards.reward_model import TRUNCATION_SIDES
 
 JUDGE_RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 REWARD_MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 # The fields that configure each configurable reward; without the prefix they are the keywords of its factory
 # in `rewards.registry.REWARDS` (judge_timeout_s -> LLMJudgeReward(timeout_s=...)).
-SETTINGS_PREFIXES = {"overlong": "overlong_", "reward_model": "reward_model_", "llm_judge": "judge_"}
+SETTINGS_PREFIXES = {
+    "overlong": "overlong_",
+    "reward_model": "reward_model_",
+    "llm_judge": "judge_",
+    "length_window": "length_",
+    "patterns": "patterns_",
+}
 # A conventional environment variable name. Anything else in judge_api_key_env is refused without being echoed.
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 # How common API keys begin (OpenAI/Anthropic sk-, Hugging Face hf_, NVIDIA nvapi-, Groq gsk_, xAI xai-, ...).
@@ -80,7 +86,7 @@ class RewardArguments:
         metadata={
             "help": "Reward functions by registry name, e.g. [countdown, format, overlong]; "
             "valid: countdown, countdown_strict, format, answer_format, tag_count, overlong, reward_model, "
-            "llm_judge. "
+            "llm_judge, length_window, patterns. "
             "Weight them with TRL's `reward_weights` (same order)."
         },
     )
@@ -176,6 +182,28 @@ class RewardArguments:
             "help": "llm_judge: stop the run when every group failed in this many consecutive reward calls "
             "(the judge is down: training on constant neutral scores learns nothing); 0: never stop."
         },
+    )
+
+    # -- length_window and patterns (programmatic rules, rewards.rules; Re:Fine task files set them)
+    length_min_words: int | None = field(
+        default=None, metadata={"help": "length_window: replies shorter than this many words lose reward."}
+    )
+    length_max_words: int | None = field(
+        default=None, metadata={"help": "length_window: replies longer than this many words lose reward."}
+    )
+    length_min_ratio: float | None = field(
+        default=None,
+        metadata={"help": "length_window: lower bound as a multiple of the input's words (`source` column)."},
+    )
+    length_max_ratio: float | None = field(
+        default=None,
+        metadata={"help": "length_window: upper bound as a multiple of the input's words (`source` column)."},
+    )
+    patterns_required: list[str] | None = field(
+        default=None, metadata={"help": "patterns: regular expressions a reply must contain."}
+    )
+    patterns_forbidden: list[str] | None = field(
+        default=None, metadata={"help": "patterns: regular expressions a reply must not contain."}
     )
 
     def reward_settings(self, name: str, max_completion_length: int | None = None) -> dict[str, Any]:
@@ -278,3 +306,14 @@ class RewardArguments:
                     f"judge_base_url={self.judge_base_url!r} must start with http:// or https://, "
                     "e.g. http://127.0.0.1:8001/v1."
                 )
+        for name in ("length_min_words", "length_max_words"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be an integer >= 0 or unset, got {value!r}.")
+        for name in ("length_min_ratio", "length_max_ratio"):
+            if getattr(self, name) is not None:
+                finite(name, minimum=0.0)
+        # The rules check their own settings (bounds, regular expressions); built here, they fail before any model.
+        for rule in ("length_window", "patterns"):
+            if rule in names:
+                REWARDS[rule](**self.reward_settings(rule))

@@ -2,8 +2,9 @@
 
 A factory takes the reward's own settings as keywords and returns a TRL reward callable. The five fixed rewards
 (``countdown``, ``countdown_strict``, ``format``, ``answer_format``, ``tag_count``) take none; ``overlong``,
-``reward_model`` and ``llm_judge`` take theirs, which `rewards.config.RewardArguments.reward_settings` reads
-from the YAML (``overlong_*``, ``reward_model_*``, ``judge_*`` with the prefix dropped). Every callable has a
+``reward_model``, ``llm_judge``, ``length_window`` and ``patterns`` take theirs, which
+`rewards.config.RewardArguments.reward_settings` reads from the YAML (``overlong_*``, ``reward_model_*``,
+``judge_*``, ``length_*``, ``patterns_*`` with the prefix dropped). Every callable has a
 ``__name__`` (TRL logs ``rewards/<__name__>/mean``). The RL recipes call ``check_reward_weights`` before
 loading any model, then ``build_reward_funcs``.
 """
@@ -20,6 +21,7 @@ from rewards.format import answer_format_reward, format_reward, tag_count_reward
 from rewards.judge import LLMJudgeReward
 from rewards.overlong import make_overlong_reward
 from rewards.reward_model import make_reward_model_reward
+from rewards.rules import LengthWindowReward, PatternReward
 
 RewardFunc = Callable[..., Any]
 RewardFactory = Callable[..., RewardFunc]
@@ -44,6 +46,8 @@ REWARDS: dict[str, RewardFactory] = {
     "overlong": make_overlong_reward,
     "reward_model": make_reward_model_reward,
     "llm_judge": LLMJudgeReward,
+    "length_window": LengthWindowReward,
+    "patterns": PatternReward,
 }
 
 

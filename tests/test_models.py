@@ -50,7 +50,7 @@ def test_interrupted_conversion_is_redone_not_loaded(tmp_path, monkeypatch):
         calls.append(1)
         raise models.ModelNotAvailableError("stop here")
 
-    monkeypatch.setattr(models, "_embedded_gguf_path", fake_gguf_path)
+    monkeypatch.setattr(models, "embedded_gguf_path", fake_gguf_path)
     with pytest.raises(models.ModelNotAvailableError):
         models.resolve_model_name("embedded")
     assert calls, "a folder without the done marker must trigger a fresh conversion"
