@@ -747,8 +747,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = make_parser().parse_args(argv)
     check_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         written = build(args)
     except (TaskFileError, GeneratorConfigError, FileNotFoundError, ValueError) as exc:

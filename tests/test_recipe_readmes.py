@@ -39,7 +39,7 @@ def _parser(algo: str):
 
 def test_every_recipe_folder_has_a_readme():
     folders = {p.parent.name for p in (REPO / "recipes").glob("*/run.py")}
-    assert {p.parent.name for p in READMES} == folders
+    assert folders <= {p.parent.name for p in READMES}  # recipes/refine has one too: a pipeline, no run.py
 
 
 @pytest.mark.parametrize("readme", READMES, ids=lambda p: p.parent.name)
