@@ -425,8 +425,8 @@ TASK ?= style_transfer
 REFINE_TASK_FILE = recipes/refine/tasks/$(TASK).md
 REFINE_DIR = $(RUNS)/refine-$(TASK)
 REFINE_MODEL ?= embedded
-REFINE_N ?= 96
-REFINE_EVAL_N ?= 24
+REFINE_N ?= 80
+REFINE_EVAL_N ?= 16
 REFINE_MAX_NEW_TOKENS ?= 64
 REFINE_SEED ?= 0
 # TASK=tldr: INPUTS=tldr_fixture reads the offline fixture instead of trl-lib/tldr.
@@ -454,7 +454,7 @@ serve-chat: chat-setup
 refine-prompts: setup
 	$(PY) -m posttrain.synthetic --task $(REFINE_TASK_FILE) --n $(REFINE_N) --seed $(REFINE_SEED) \
 		--output_dir $(REFINE_DIR)/prompts --base_url $(REFINE_URL) --model $(CHAT_MODEL_NAME) $(REFINE_API) \
-		$(if $(INPUTS),--inputs_dataset $(INPUTS))
+		$(if $(INPUTS),--inputs_dataset $(INPUTS)) $(if $(CHAT_URL),,--schema_string_limits)
 
 # The steps run in one shell, so that the endpoint started for the run is stopped however the run ends.
 refine: setup $(if $(CHAT_URL),,chat-setup)

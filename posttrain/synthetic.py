@@ -61,7 +61,8 @@ RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 SYSTEM_PROMPT = """You write training inputs for a language model. You will read a task description; write \
 INPUTS that a user might give a model doing that task (not the model's answers).
 
-The inputs must be realistic, self-contained and different from each other in topic, length and wording.
+The inputs must be realistic, self-contained and different from each other in topic, length and wording. Do \
+not repeat the examples of the task description: write new ones.
 
 Answer with JSON only, in this form: {"inputs": ["<input 1>", "<input 2>", ...]}"""
 
@@ -175,6 +176,7 @@ class GeneratorSettings:
     backoff_max_s: float = 30.0
     concurrency: int = 4
     response_format: str = "json_schema"
+    schema_string_limits: bool = False
 
 
 def request_messages(task: RefineTask, index: int, seed: int) -> list[dict[str, str]]:
@@ -190,16 +192,19 @@ def request_messages(task: RefineTask, index: int, seed: int) -> list[dict[str, 
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def response_format(kind: str, k: int) -> dict[str, Any] | None:
+def response_format(kind: str, k: int, string_limits: tuple[int, int] | None = None) -> dict[str, Any] | None:
+    """The ``response_format`` of a request; ``string_limits`` (min, max characters) bounds each input in the
+    schema, which grammar-constrained local servers (llama.cpp, vLLM) enforce and OpenAI's strict mode refuses."""
     if kind == "none":
         return None
     if kind == "json_object":
         return {"type": "json_object"}
+    item: dict[str, Any] = {"type": "string"}
+    if string_limits is not None:
+        item.update(minLength=string_limits[0], maxLength=string_limits[1])
     schema = {
         "type": "object",
-        "properties": {
-            "inputs": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": k}
-        },
+        "properties": {"inputs": {"type": "array", "items": item, "minItems": 1, "maxItems": k}},
         "required": ["inputs"],
         "additionalProperties": False,
     }
@@ -214,7 +219,8 @@ def request_body(task: RefineTask, settings: GeneratorSettings, index: int, seed
         "max_tokens": task.generator.max_tokens,
         "seed": seed * 1_000_003 + index,
     }
-    fmt = response_format(settings.response_format, task.generator.inputs_per_request)
+    limits = (task.generator.min_chars, task.generator.max_chars) if settings.schema_string_limits else None
+    fmt = response_format(settings.response_format, task.generator.inputs_per_request, limits)
     if fmt is not None:
         body["response_format"] = fmt
     return body
@@ -287,7 +293,10 @@ class Generator:
     def _api_key(self) -> str:
         return os.environ.get(self.settings.api_key_env) or NO_KEY
 
-    def _call(self, body: dict[str, Any]) -> str:
+    def _call(self, body: dict[str, Any], attempt: list[int]) -> str:
+        # A retry after an unusable answer with the same seed would get the same answer: each attempt its own.
+        body = {**body, "seed": body["seed"] + 7919 * attempt[0]} if attempt[0] else body
+        attempt[0] += 1
         client = openai_client(self.settings.base_url, self._api_key(), self.settings.timeout_s)
         response = call_with_deadline(
             lambda: client.chat.completions.create(**body),
@@ -314,8 +323,9 @@ class Generator:
             self.settings.max_retries,
             self.settings.backoff_s,
             self.settings.backoff_max_s,
-            max_unusable_retries=2,
+            max_unusable_retries=1,
         )
+        attempt = [0]
 
         def count_failure(failure: CallFailed) -> None:
             with self._lock:
@@ -325,7 +335,7 @@ class Generator:
             self.counts.requests_sent += 1
         try:
             content, attempts = call_with_retries(
-                lambda: self._call(body),
+                lambda: self._call(body, attempt),
                 policy,
                 secret=None if key_value == NO_KEY else key_value,
                 unusable=(GeneratorOutputError,),
@@ -628,6 +638,7 @@ def build(args: argparse.Namespace) -> Path:
         backoff_s=args.backoff_s,
         concurrency=args.concurrency,
         response_format=args.response_format,
+        schema_string_limits=args.schema_string_limits,
     )
     inputs, counts = generate_inputs(
         task,
@@ -649,6 +660,7 @@ def build(args: argparse.Namespace) -> Path:
         "base_url": redact(settings.base_url, os.environ.get(settings.api_key_env)),
         "model": settings.model,
         "response_format": settings.response_format,
+        "schema_string_limits": settings.schema_string_limits,
         "temperature": task.generator.temperature,
         "inputs_per_request": task.generator.inputs_per_request,
         "max_tokens": task.generator.max_tokens,
@@ -706,6 +718,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_requests", type=int, default=None, help="default: 4x the requests n needs")
     parser.add_argument("--near_duplicate_threshold", type=float, default=0.7)
     parser.add_argument("--response_format", choices=RESPONSE_FORMATS, default="json_schema")
+    parser.add_argument(
+        "--schema_string_limits",
+        action="store_true",
+        help="bound each input's length in the JSON schema (min_chars/max_chars): llama.cpp and vLLM enforce it "
+        "while decoding, so a small model cannot ramble to max_tokens; OpenAI's strict mode refuses it",
+    )
     parser.add_argument(
         "--inputs_dataset",
         choices=("trl-lib/tldr", "tldr_fixture"),

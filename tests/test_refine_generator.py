@@ -194,9 +194,14 @@ def test_faults_lose_nothing_and_duplicate_nothing(make_server, task_file, tmp_p
     assert counts["empty"] == 1 and counts["too_short"] == 1 and counts["bad_items"] == 1
     assert counts["unusable_answers"] >= 1  # the malformed answer
     assert srv.attempts[2] == 2 and srv.attempts[3] == 3 and srv.attempts[5] == 2
-    # Each request's own seed; the train/test split shares nothing.
-    seeds = {b["seed"] for b in srv.bodies}
-    assert len(seeds) == 8
+    # Each request its own seed, and a retry after an unusable answer another (the same seed repeats the answer).
+    seeds: dict[int, list[int]] = {}
+    for body in srv.bodies:
+        seeds.setdefault(int(BATCH_RE.search(body["messages"][1]["content"]).group(1)), []).append(
+            body["seed"]
+        )
+    assert len({attempts[0] for attempts in seeds.values()}) == 8
+    assert len(set(seeds[4])) == 2
     assert not set(train["source"]) & set(test["source"])
     assert train[0]["prompt"] == [{"role": "user", "content": "Rewrite: " + train[0]["source"]}]
 

@@ -32,13 +32,21 @@ class Handler(BaseHTTPRequestHandler):
         blocks = BLOCK_RE.findall(user)
         self.server.kinds.append("judge" if blocks else "generator")
         if blocks:  # the judge: longer replies score higher (capped), so the verdicts are predictable
-            scores = [{"id": key, "explanation": "len", "score": min(1.0, len(text.split()) / 20)} for key, text in blocks]
+            scores = [
+                {"id": key, "explanation": "len", "score": min(1.0, len(text.split()) / 20)}
+                for key, text in blocks
+            ]
             content = json.dumps({"scores": scores})
         else:
             batch = int(BATCH_RE.search(user).group(1))
             words = TOPICS[batch % len(TOPICS) :] + TOPICS[: batch % len(TOPICS)]
             content = json.dumps(
-                {"inputs": [f"Note {batch}.{j}: the {words[j]} and the {words[j + 1]} meet at {j} pm. (Style: formal)" for j in range(4)]}
+                {
+                    "inputs": [
+                        f"Note {batch}.{j}: the {words[j]} and the {words[j + 1]} meet at {j} pm. (Style: formal)"
+                        for j in range(4)
+                    ]
+                }
             )
         payload = json.dumps(
             {
@@ -46,7 +54,13 @@ class Handler(BaseHTTPRequestHandler):
                 "object": "chat.completion",
                 "created": 0,
                 "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
             }
         ).encode()
         self.send_response(200)
@@ -90,7 +104,18 @@ def test_refine_end_to_end(api, tiny_model_dir: Path, tmp_path: Path) -> None:
     run([py, "-m", "posttrain.synthetic", "--task", task, "--n", "20", "--output_dir", str(prompts),
          "--base_url", url, "--model", "gen", "--quiet"])  # fmt: skip
     run([py, "-m", "posttrain.refine_tasks", "grpo-config", "--task", task, "--output", str(config)])
-    sample = [py, "-m", "eval.refine", "sample", "--prompts", str(prompts), "--n", "4", "--max_new_tokens", "8"]
+    sample = [
+        py,
+        "-m",
+        "eval.refine",
+        "sample",
+        "--prompts",
+        str(prompts),
+        "--n",
+        "4",
+        "--max_new_tokens",
+        "8",
+    ]
     run([*sample, "--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "before")])
     model_dir = tmp_path / "model"
     run(
@@ -109,7 +134,9 @@ def test_refine_end_to_end(api, tiny_model_dir: Path, tmp_path: Path) -> None:
     assert summary["length_collapse_guard"]["ratio"] == 0.35
     curve = [json.loads(line) for line in (model_dir / "reward_curve.jsonl").read_text().splitlines()]
     assert [row["step"] for row in curve] == [1, 2]
-    assert all(0.0 <= row["llm_judge_reward"] <= 1.0 and 0.0 <= row["length_window_reward"] <= 1.0 for row in curve)
+    assert all(
+        0.0 <= row["llm_judge_reward"] <= 1.0 and 0.0 <= row["length_window_reward"] <= 1.0 for row in curve
+    )
     assert "judge" in api.kinds  # the rewards came from the server
 
     run([*sample, "--model", str(model_dir), "--output_dir", str(tmp_path / "after")])
