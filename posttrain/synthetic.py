@@ -518,7 +518,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"- Source: {card['source']}",
         f"- Generator: {card.get('generator', {}).get('model', '-')} (seed {card.get('seed')})",
-        f"- Splits: train {card['n_train']}, test {card['n_test']} (no input, nor a near copy, in both)",
+        f"- Splits: train {card['n_train']}, test {card['n_test']} (no input in both; deduplication: "
+        f"{card.get('dedup', '-')})",
         "",
         "| count | value |",
         "|---|---|",
@@ -585,45 +586,25 @@ def load_prompts(path: str | os.PathLike, split: str) -> Any:
     return data[split]
 
 
-def build(args: argparse.Namespace) -> Path:
-    task = load_task(args.task)
-    output_dir = Path(args.output_dir)
-    if args.inputs_dataset:
-        if task.inputs is None:
-            raise GeneratorConfigError(
-                f"--inputs_dataset: {task.path} takes its inputs from the generator, not from a dataset"
-            )
-        task = task.model_copy(
-            update={"inputs": task.inputs.model_copy(update={"dataset": args.inputs_dataset})}
-        )
-    if task.inputs is not None:
-        from posttrain.tldr import load_tldr_inputs
+def inputs_from_dataset(
+    task: RefineTask, seed: int
+) -> tuple[list[str], list[str], str, Counts, dict[str, Any]]:
+    """A task with ``inputs:`` (TL;DR): the dataset's own train/test posts, exact duplicates removed (posts of
+    one template family share most of their words, so near-duplicate removal would empty the fixture)."""
+    from posttrain.tldr import load_tldr_inputs
 
-        train, test, source = load_tldr_inputs(
-            task.inputs.dataset,
-            max_train=task.inputs.max_train,
-            max_test=task.inputs.max_test,
-            seed=args.seed,
-        )
-        dedup, counts = Deduplicator(1.0), Counts()  # exact only: dataset posts may share a template
-        train = clean_inputs([json.dumps({"inputs": train})], task, dedup, counts)
-        test = clean_inputs([json.dumps({"inputs": test})], task, dedup, counts)
-        info = {"counts": {k: v for k, v in vars(counts).items() if k != "failures"}}
-        return write_dataset(
-            output_dir,
-            task,
-            train,
-            test,
-            card(
-                task,
-                source=source,
-                seed=args.seed,
-                n_requested=len(train) + len(test),
-                train=train,
-                test=test,
-                **info,
-            ),
-        )
+    train, test, source = load_tldr_inputs(
+        task.inputs.dataset, max_train=task.inputs.max_train, max_test=task.inputs.max_test, seed=seed
+    )
+    dedup, counts = Deduplicator(1.0), Counts()
+    train = clean_inputs([json.dumps({"inputs": train})], task, dedup, counts)
+    test = clean_inputs([json.dumps({"inputs": test})], task, dedup, counts)
+    return train, test, source, counts, {"dedup": "exact"}
+
+
+def inputs_from_generator(
+    task: RefineTask, args: argparse.Namespace
+) -> tuple[list[str], list[str], str, Counts, dict[str, Any]]:
     if not args.base_url or not args.model:
         raise GeneratorConfigError(
             "the generator needs --base_url and --model (an OpenAI-compatible endpoint: `make serve-chat` "
@@ -645,7 +626,7 @@ def build(args: argparse.Namespace) -> Path:
         settings,
         n=args.n,
         seed=args.seed,
-        cache_path=output_dir / CACHE_FILE,
+        cache_path=Path(args.output_dir) / CACHE_FILE,
         max_requests=args.max_requests,
         near_duplicate_threshold=args.near_duplicate_threshold,
         progress=not args.quiet,
@@ -656,7 +637,7 @@ def build(args: argparse.Namespace) -> Path:
             f"{counts.unusable_answers} unusable answers); nothing to split. Failures: {counts.failures[:3]}"
         )
     train, test = split_inputs(inputs, args.test_fraction, args.seed)
-    generator_info = {
+    generator = {
         "base_url": redact(settings.base_url, os.environ.get(settings.api_key_env)),
         "model": settings.model,
         "response_format": settings.response_format,
@@ -665,32 +646,49 @@ def build(args: argparse.Namespace) -> Path:
         "inputs_per_request": task.generator.inputs_per_request,
         "max_tokens": task.generator.max_tokens,
         "concurrency": settings.concurrency,
-        "near_duplicate_threshold": args.near_duplicate_threshold,
         "min_chars": task.generator.min_chars,
         "max_chars": task.generator.max_chars,
     }
+    extra = {
+        "generator": generator,
+        "dedup": f"exact + near (word 3-gram Jaccard >= {args.near_duplicate_threshold})",
+        "failures": counts.failures[:20],
+    }
+    return train, test, "synthetic", counts, extra
+
+
+def build(args: argparse.Namespace) -> Path:
+    task = load_task(args.task)
+    if args.inputs_dataset:
+        if task.inputs is None:
+            raise GeneratorConfigError(
+                f"--inputs_dataset: {task.path} takes its inputs from the generator, not from a dataset"
+            )
+        task = task.model_copy(
+            update={"inputs": task.inputs.model_copy(update={"dataset": args.inputs_dataset})}
+        )
+    if task.inputs is not None:
+        train, test, source, counts, extra = inputs_from_dataset(task, args.seed)
+    else:
+        train, test, source, counts, extra = inputs_from_generator(task, args)
+    n_requested = len(train) + len(test) if task.inputs is not None else args.n
     count_info = {k: v for k, v in vars(counts).items() if k != "failures"}
-    written = write_dataset(
-        output_dir,
+    info = card(
         task,
-        train,
-        test,
-        card(
-            task,
-            source="synthetic",
-            seed=args.seed,
-            n_requested=args.n,
-            train=train,
-            test=test,
-            generator=generator_info,
-            counts=count_info,
-            failures=counts.failures[:20],
-        ),
+        source=source,
+        seed=args.seed,
+        n_requested=n_requested,
+        train=train,
+        test=test,
+        counts=count_info,
+        **extra,
     )
+    written = write_dataset(args.output_dir, task, train, test, info)
     print(
         f"{written}: train {len(train)}, test {len(test)} | requests sent {counts.requests_sent}, cached "
         f"{counts.requests_cached}, failed {counts.requests_failed} | returned {counts.inputs_returned}, duplicates "
-        f"{counts.exact_duplicates} exact + {counts.near_duplicates} near, filtered {counts.empty + counts.too_short + counts.too_long}"
+        f"{counts.exact_duplicates} exact + {counts.near_duplicates} near, filtered "
+        f"{counts.empty + counts.too_short + counts.too_long}"
     )
     return written
 

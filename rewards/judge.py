@@ -238,7 +238,8 @@ def response_format(kind: str, ids: Sequence[str]) -> dict[str, Any] | None:
     }
     schema = {
         "type": "object",
-        "properties": {"scores": {"type": "array", "items": entry}},
+        # One entry per response: a grammar-constrained local judge cannot leave one out.
+        "properties": {"scores": {"type": "array", "items": entry, "minItems": len(ids), "maxItems": len(ids)}},
         "required": ["scores"],
         "additionalProperties": False,
     }

@@ -29,6 +29,7 @@ from posttrain.synthetic import (
     read_card,
     split_inputs,
 )
+from tests.fake_openai import chat_completion, send_json
 
 BATCH_RE = re.compile(r"Batch (\d+)\.")
 WORDS = (
@@ -65,14 +66,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, payload: dict | str, headers: dict | None = None) -> None:
-        body = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, status, payload, headers)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server API
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -111,22 +105,7 @@ class Handler(BaseHTTPRequestHandler):
             content = (
                 "```json\n" + json.dumps({"inputs": [distinct_input(batch, j) for j in range(4)]}) + "\n```"
             )
-        self._send(
-            200,
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-            },
-        )
+        self._send(200, chat_completion(body["model"], content))
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_openai import chat_completion, send_json
+
 REPO = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 BLOCK_RE = re.compile(r'<response id="([^"]+)">\n(.*?)\n</response>', re.DOTALL)
@@ -48,34 +50,10 @@ class Handler(BaseHTTPRequestHandler):
                     ]
                 }
             )
-        payload = json.dumps(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, 200, chat_completion(body["model"], content))
 
     def do_GET(self) -> None:  # noqa: N802 - the judge pre-check lists models
-        payload = json.dumps({"object": "list", "data": [{"id": "judge", "object": "model"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, 200, {"object": "list", "data": [{"id": "judge", "object": "model"}]})
 
 
 @pytest.fixture

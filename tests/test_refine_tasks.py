@@ -78,7 +78,7 @@ def test_written_config_parses_with_the_grpo_recipe(tmp_path) -> None:
         load_task(write(tmp_path, GOOD)), "recipes/grpo/refine.yaml", tmp_path / "grpo.yaml"
     )
     config = yaml.safe_load(out.read_text())
-    assert config["max_steps"] == 16 and config["reward_funcs"] == ["llm_judge", "length_window", "patterns"]
+    assert config["max_steps"] == 10 and config["reward_funcs"] == ["llm_judge", "length_window", "patterns"]
     parser = TrlParser((ScriptArguments, CountdownArguments, RewardArguments, GRPORecipeConfig, ModelConfig))
     _, _, rewards, training, _ = parse_recipe_args(
         parser,
