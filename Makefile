@@ -432,6 +432,9 @@ REFINE_SEED ?= 0
 # TASK=tldr: INPUTS=tldr_fixture reads the offline fixture instead of trl-lib/tldr.
 INPUTS ?=
 CHAT_PORT ?= 8002
+# The local endpoint bounds the unbounded strings of JSON-schema requests (the judge's explanations), so that the
+# 135M model cannot ramble to max_tokens and leave its JSON unclosed.
+CHAT_MAX_STRING_CHARS ?= 160
 # What `make serve-chat` serves: `embedded` or a .gguf file.
 CHAT_GGUF ?= embedded
 # Empty: a local endpoint on CHAT_GGUF is started for the run (or one already on CHAT_PORT is used).
@@ -449,7 +452,7 @@ chat-setup: setup
 		CMAKE_ARGS="$(CHAT_CMAKE_ARGS)" $(PIP) install $(PIN) -e ".[chat]"; }
 
 serve-chat: chat-setup
-	$(PY) -m eval.chat_server --model $(CHAT_GGUF) --port $(CHAT_PORT)
+	$(PY) -m eval.chat_server --model $(CHAT_GGUF) --port $(CHAT_PORT) --max_string_chars $(CHAT_MAX_STRING_CHARS)
 
 refine-prompts: setup
 	$(PY) -m posttrain.synthetic --task $(REFINE_TASK_FILE) --n $(REFINE_N) --seed $(REFINE_SEED) \
@@ -462,7 +465,7 @@ refine: setup $(if $(CHAT_URL),,chat-setup)
 	@set -euo pipefail; mkdir -p $(REFINE_DIR); \
 	if [ -z "$(CHAT_URL)" ] && ! $(PY) -m eval.chat_server wait --port $(CHAT_PORT) --timeout_s 1 >/dev/null 2>&1; then \
 		echo "starting the chat endpoint on $(CHAT_GGUF) (log: $(REFINE_DIR)/chat_server.log)"; \
-		$(PY) -m eval.chat_server --model $(CHAT_GGUF) --port $(CHAT_PORT) > $(REFINE_DIR)/chat_server.log 2>&1 & \
+		$(PY) -m eval.chat_server --model $(CHAT_GGUF) --port $(CHAT_PORT) --max_string_chars $(CHAT_MAX_STRING_CHARS) > $(REFINE_DIR)/chat_server.log 2>&1 & \
 		server=$$!; trap 'kill $$server 2>/dev/null || true' EXIT; \
 		$(PY) -m eval.chat_server wait --port $(CHAT_PORT) --timeout_s 300; fi; \
 	started=$$(date +%s); \
@@ -478,5 +481,5 @@ refine: setup $(if $(CHAT_URL),,chat-setup)
 		--max_new_tokens $(REFINE_MAX_NEW_TOKENS) --output_dir $(REFINE_DIR)/eval-after; \
 	$(PY) -m eval.refine compare $(REFINE_DIR)/eval-before $(REFINE_DIR)/eval-after --task $(REFINE_TASK_FILE) \
 		--judge_base_url $(REFINE_URL) --judge_model $(CHAT_MODEL_NAME) --judge_api_key_env $(CHAT_API_KEY_ENV) \
-		--reward_curve $(REFINE_DIR)/model/reward_curve.png --output_dir $(REFINE_DIR)/compare; \
+		--judge_max_tokens 384 --reward_curve $(REFINE_DIR)/model/reward_curve.png --output_dir $(REFINE_DIR)/compare; \
 	echo "Re:Fine $(TASK) done in $$(( $$(date +%s) - started )) s: $(REFINE_DIR)/compare/results.md and results.html"

@@ -62,29 +62,44 @@ def gguf_path(model: str) -> Path:
     )
 
 
-def openai_response_format(body: Any) -> Any:
-    """The request with an OpenAI ``json_schema`` response_format in llama-cpp-python's form (else unchanged)."""
+def cap_strings(schema: Any, max_chars: int, depth: int = 0) -> Any:
+    """``schema`` with ``maxLength: max_chars`` on every string that has no bound (nor an enum) of its own."""
+    if depth > 32:
+        return schema
+    if isinstance(schema, list):
+        return [cap_strings(item, max_chars, depth + 1) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: cap_strings(value, max_chars, depth + 1) for key, value in schema.items()}
+    if out.get("type") == "string" and not {"maxLength", "enum", "const"} & set(out):
+        out["maxLength"] = max_chars
+    return out
+
+
+def openai_response_format(body: Any, max_string_chars: int = 0) -> Any:
+    """The request with an OpenAI ``json_schema`` response_format in llama-cpp-python's form (else unchanged).
+    With ``max_string_chars``, the schema's unbounded strings get that bound, so that a small model's judge
+    explanation cannot run to max_tokens and leave the JSON unclosed."""
     if not isinstance(body, dict):
         return body
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         spec = fmt.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
-        body = {
-            **body,
-            "response_format": {
-                "type": "json_object",
-                **({"schema": schema} if isinstance(schema, dict) else {}),
-            },
-        }
+        if isinstance(schema, dict) and max_string_chars:
+            schema = cap_strings(schema, max_string_chars)
+        translated: dict[str, Any] = {"type": "json_object"}
+        if isinstance(schema, dict):
+            translated["schema"] = schema
+        body = {**body, "response_format": translated}
     return body
 
 
 class JsonSchemaFormat:
     """ASGI layer: rewrites the body of POST .../chat/completions with `openai_response_format`."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, max_string_chars: int = 0) -> None:
+        self.app, self.max_string_chars = app, max_string_chars
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if (
@@ -108,7 +123,7 @@ class JsonSchemaFormat:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            body = json.dumps(openai_response_format(json.loads(body))).encode()
+            body = json.dumps(openai_response_format(json.loads(body), self.max_string_chars)).encode()
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             pass  # the server's own validation answers 422
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
@@ -140,6 +155,7 @@ def build_app(
     threads: int | None = None,
     alias: str | None = None,
     api_key: str | None = None,
+    max_string_chars: int = 0,
 ) -> Any:
     """llama-cpp-python's OpenAI-compatible app on ``model`` (loaded now), behind `JsonSchemaFormat`."""
     try:
@@ -157,7 +173,7 @@ def build_app(
         verbose=False,
     )
     app = create_app(server_settings=ServerSettings(api_key=api_key), model_settings=[settings])
-    return JsonSchemaFormat(app)
+    return JsonSchemaFormat(app, max_string_chars)
 
 
 class ChatServer(BoundServer):
@@ -212,6 +228,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n_ctx", type=int, default=4096, help="context window (tokens) per request")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument(
+        "--max_string_chars",
+        type=int,
+        default=0,
+        help="bound every unbounded string of a JSON-schema request to this many characters (0: off)",
+    )
+    parser.add_argument(
         "--api_key_env", default=None, help="NAME of a variable holding a key clients must send"
     )
     parser.add_argument("--url", default=None, help="wait: the endpoint's base URL")
@@ -229,8 +251,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(f"error: {exc}") from None
         print(f"{url} is up")
         return
-    if args.n_ctx < 256 or (args.threads is not None and args.threads < 1):
-        raise SystemExit("error: --n_ctx must be >= 256 and --threads >= 1")
+    if args.n_ctx < 256 or (args.threads is not None and args.threads < 1) or args.max_string_chars < 0:
+        raise SystemExit("error: --n_ctx must be >= 256, --threads >= 1 and --max_string_chars >= 0")
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
@@ -245,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             n_ctx=args.n_ctx,
             threads=args.threads,
             api_key=api_key,
+            max_string_chars=args.max_string_chars,
         )
     except ChatServerError as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -184,6 +184,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         timeout_s=args.judge_timeout_s,
         max_retries=args.judge_max_retries,
         rubric=task.rubric,
+        max_tokens=args.judge_max_tokens,
         response_format=args.judge_response_format,
         max_failed_calls=0,
     )
@@ -388,6 +389,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--judge_model", required=True)
     c.add_argument("--judge_api_key_env", default="JUDGE_API_KEY")
     c.add_argument("--judge_timeout_s", type=float, default=120.0)
+    c.add_argument("--judge_max_tokens", type=int, default=None, help="max tokens of each verdict")
     c.add_argument("--judge_max_retries", type=int, default=3)
     c.add_argument("--judge_concurrency", type=int, default=4)
     c.add_argument(
@@ -418,8 +420,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
                 max_new_tokens=args.max_new_tokens,
                 batch_size=args.batch_size,
             )
-        if args.judge_concurrency < 1 or args.examples < 0:
-            raise ValueError("--judge_concurrency must be >= 1 and --examples >= 0")
+        if args.judge_concurrency < 1 or args.examples < 0 or (args.judge_max_tokens or 1) < 1:
+            raise ValueError("--judge_concurrency and --judge_max_tokens must be >= 1, --examples >= 0")
         if not str(args.judge_base_url).startswith(("http://", "https://")):
             raise ValueError(
                 f"--judge_base_url must start with http:// or https://, got {args.judge_base_url!r}"

@@ -36,6 +36,30 @@ def test_openai_json_schema_becomes_llama_cpp_form() -> None:
         assert openai_response_format(unchanged) == unchanged
 
 
+def test_unbounded_strings_get_the_servers_bound() -> None:
+    from eval.chat_server import cap_strings
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "scores": {"type": "array", "items": {"type": "object", "properties": {
+                "id": {"type": "string", "enum": ["r1", "r2"]},
+                "explanation": {"type": "string"},
+                "note": {"type": "string", "maxLength": 20},
+            }}},
+        },
+    }  # fmt: skip
+    capped = cap_strings(schema, 100)["properties"]["scores"]["items"]["properties"]
+    assert capped["explanation"]["maxLength"] == 100 and "maxLength" not in capped["id"]
+    assert capped["note"]["maxLength"] == 20
+    body = {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string"}}}}
+    assert openai_response_format(body, 50)["response_format"]["schema"] == {
+        "type": "string",
+        "maxLength": 50,
+    }
+    assert openai_response_format(body)["response_format"]["schema"] == {"type": "string"}
+
+
 def _call(
     method: str, path: str, body: bytes, chunk: int = 7
 ) -> tuple[list[dict], bytes | None, bytes | None]:
