@@ -451,8 +451,13 @@ chat-setup: setup
 		echo "installing llama-cpp-python: pip builds llama.cpp from source (about 5 min on 2 cores, once)"; \
 		CMAKE_ARGS="$(CHAT_CMAKE_ARGS)" $(PIP) install $(PIN) -e ".[chat]"; }
 
-serve-chat: chat-setup
-	$(PY) -m eval.chat_server --model $(CHAT_GGUF) --port $(CHAT_PORT) --max_string_chars $(CHAT_MAX_STRING_CHARS)
+# On a GPU (make setup EXTRAS=dev,vllm): CHAT_VLLM_MODEL=Qwen/Qwen2.5-7B-Instruct serves that model with vLLM instead.
+CHAT_VLLM_MODEL ?=
+CHAT_VLLM_ARGS ?= --gpu-memory-utilization 0.35
+
+serve-chat: $(if $(CHAT_VLLM_MODEL),setup,chat-setup)
+	$(if $(CHAT_VLLM_MODEL),$(VENV)/bin/vllm serve $(CHAT_VLLM_MODEL) --port $(CHAT_PORT) $(CHAT_VLLM_ARGS),\
+		$(PY) -m eval.chat_server --model $(CHAT_GGUF) --port $(CHAT_PORT) --max_string_chars $(CHAT_MAX_STRING_CHARS))
 
 refine-prompts: setup
 	$(PY) -m posttrain.synthetic --task $(REFINE_TASK_FILE) --n $(REFINE_N) --seed $(REFINE_SEED) \

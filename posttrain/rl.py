@@ -273,7 +273,9 @@ def run_rl(
     meter = None
     if task == "countdown":  # the first reward (the answer's correctness) decides whether a group has signal
         meter = reward_funcs[0] = GroupSignalMeter(reward_funcs[0], training_args.num_generations)
-    curve = RewardCurveCallback(training_args.output_dir, title=f"{algo.upper()} {data_info['task']}")
+    curve = RewardCurveCallback(
+        training_args.output_dir, title=f"{algo.upper()} {data_info.get('refine_task') or data_info['task']}"
+    )
     collapse_ratio = getattr(training_args, "length_collapse_ratio", 0.0)
     guard = (
         LengthCollapseGuard(collapse_ratio, patience=training_args.length_collapse_patience)

@@ -239,7 +239,9 @@ def response_format(kind: str, ids: Sequence[str]) -> dict[str, Any] | None:
     schema = {
         "type": "object",
         # One entry per response: a grammar-constrained local judge cannot leave one out.
-        "properties": {"scores": {"type": "array", "items": entry, "minItems": len(ids), "maxItems": len(ids)}},
+        "properties": {
+            "scores": {"type": "array", "items": entry, "minItems": len(ids), "maxItems": len(ids)}
+        },
         "required": ["scores"],
         "additionalProperties": False,
     }
