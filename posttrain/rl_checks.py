@@ -276,6 +276,9 @@ def reward_problems(names: Sequence[str], weights: Sequence[float] | None) -> li
     return []
 
 
+TASK_NAMES = {"ultrafeedback": "UltraFeedback", "refine": "Re:Fine"}
+
+
 def task_reward_problems(task: str | None, reward_names: Sequence[str]) -> list[str]:
     """Countdown rewards need the Countdown columns (`target`, `nums`): on other prompts they crash after
     the first generation, so refuse them up front."""
@@ -283,7 +286,7 @@ def task_reward_problems(task: str | None, reward_names: Sequence[str]) -> list[
     if task in ("ultrafeedback", "refine") and wrong:
         return [
             f"reward_funcs has {wrong}, which score Countdown answers against the `target` and `nums` columns, "
-            f"but the prompts are {task} prompts (dataset_name), which have neither. Use reward_model or llm_judge "
+            f"but the prompts are {TASK_NAMES[task]} prompts (dataset_name), which have neither. Use reward_model or llm_judge "
             "(e.g. reward_funcs: [reward_model]), or leave dataset_name unset for Countdown tasks."
         ]
     return []

@@ -280,7 +280,8 @@ class Counts:
     too_long: int = 0
     exact_duplicates: int = 0
     near_duplicates: int = 0
-    kept: int = 0
+    kept: int = 0  # unique inputs found; those beyond --n are dropped (beyond_n)
+    beyond_n: int = 0
     failures: list[str] = field(default_factory=list)
 
 
@@ -443,6 +444,7 @@ def generate_inputs(
             counts.exact_duplicates,
             counts.near_duplicates,
         )
+    counts.beyond_n = max(0, len(inputs) - n)
     return inputs[:n], counts
 
 

@@ -37,6 +37,8 @@ LIST_ARGUMENTS = {
     "overlong": ("completions", "completion_ids"),
     "reward_model": ("prompts", "completions"),
     "llm_judge": ("prompts", "completions"),
+    "length_window": ("completions", "source"),
+    "patterns": ("completions",),
 }
 NOT_LISTS = st.one_of(
     st.none(),
@@ -130,6 +132,10 @@ def built(judge_url: str, tiny_rm: Path) -> dict[str, Any]:
         judge_model="m",
         judge_max_retries=0,
         judge_timeout_s=30,
+        length_min_ratio=0.5,
+        length_max_words=20,
+        patterns_required=[r"\d"],
+        patterns_forbidden=["(?i)bogus"],
     )
     funcs = build_reward_funcs(args)
     assert set(LIST_ARGUMENTS) == set(reward_names()), "a new reward: list the arguments it reads above"
@@ -144,6 +150,7 @@ def _batch(n: int, texts: list[str]) -> dict[str, Any]:
         "completion_ids": [[7] * (len(t) // 2) for t in texts[:n]],
         "target": [3] * n,
         "nums": [[1, 2]] * n,
+        "source": [f"Rewrite this text number {i}" for i in range(n)],
     }
 
 
@@ -187,7 +194,7 @@ def test_a_batch_that_is_not_a_list_is_a_short_clear_error(
 ) -> None:
     name = data.draw(st.sampled_from(sorted(built)), label="reward")
     argument = data.draw(st.sampled_from(LIST_ARGUMENTS[name]), label="argument")
-    assume(not (argument == "completion_ids" and bad is None))  # optional: None means "not given"
+    assume(not (argument in ("completion_ids", "source") and bad is None))  # optional: None means "not given"
     batch = {**_batch(2, ["<answer>1 + 2</answer>", "no answer"]), argument: bad}
     with pytest.raises((TypeError, ValueError)) as info:
         built[name](**batch)

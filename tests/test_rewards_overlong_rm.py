@@ -34,9 +34,17 @@ def test_all_rewards_registered() -> None:
             "overlong",
             "reward_model",
             "llm_judge",
+            "length_window",
+            "patterns",
         ]
     )
-    assert {n for n in REWARDS if needs_settings(n)} == {"overlong", "reward_model", "llm_judge"}
+    assert {n for n in REWARDS if needs_settings(n)} == {
+        "overlong",
+        "reward_model",
+        "llm_judge",
+        "length_window",
+        "patterns",
+    }
 
 
 def test_reward_arguments_do_not_collide_with_trl_fields() -> None:
@@ -165,7 +173,9 @@ def test_check_reward_weights() -> None:
 def test_get_reward_funcs_refuses_configurable_names() -> None:
     with pytest.raises(ValueError, match="build_reward_funcs"):
         get_reward_funcs(["overlong"])
-    with pytest.raises(ValueError, match=r"'bogus'.*configurable.*llm_judge, overlong, reward_model"):
+    with pytest.raises(
+        ValueError, match=r"'bogus'.*configurable.*length_window, llm_judge, overlong, patterns, reward_model"
+    ):
         get_reward_funcs(["bogus"])
     assert needs_settings("overlong") and not needs_settings("countdown")
 
