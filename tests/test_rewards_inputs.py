@@ -39,6 +39,7 @@ LIST_ARGUMENTS = {
     "llm_judge": ("prompts", "completions"),
     "length_window": ("completions", "source"),
     "patterns": ("completions",),
+    "math": ("completions", "answer"),
 }
 NOT_LISTS = st.one_of(
     st.none(),
@@ -151,6 +152,7 @@ def _batch(n: int, texts: list[str]) -> dict[str, Any]:
         "target": [3] * n,
         "nums": [[1, 2]] * n,
         "source": [f"Rewrite this text number {i}" for i in range(n)],
+        "answer": ["3"] * n,
     }
 
 
@@ -194,7 +196,9 @@ def test_a_batch_that_is_not_a_list_is_a_short_clear_error(
 ) -> None:
     name = data.draw(st.sampled_from(sorted(built)), label="reward")
     argument = data.draw(st.sampled_from(LIST_ARGUMENTS[name]), label="argument")
-    assume(not (argument in ("completion_ids", "source") and bad is None))  # optional: None means "not given"
+    assume(
+        not (argument in ("completion_ids", "source", "answer") and bad is None)
+    )  # optional: None means "not given"
     batch = {**_batch(2, ["<answer>1 + 2</answer>", "no answer"]), argument: bad}
     with pytest.raises((TypeError, ValueError)) as info:
         built[name](**batch)

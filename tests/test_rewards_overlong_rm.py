@@ -31,6 +31,7 @@ def test_all_rewards_registered() -> None:
             "format",
             "answer_format",
             "tag_count",
+            "math",
             "overlong",
             "reward_model",
             "llm_judge",
