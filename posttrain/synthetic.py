@@ -623,12 +623,18 @@ def inputs_from_generator(
         response_format=args.response_format,
         schema_string_limits=args.schema_string_limits,
     )
+    output_dir = Path(args.output_dir)
+    cache_path = output_dir / CACHE_FILE
+    leftover = output_dir.with_name(f".{output_dir.name}.old") / CACHE_FILE
+    if not cache_path.is_file() and leftover.is_file():  # a crash between write_dataset's two renames
+        output_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(leftover, cache_path)
     inputs, counts = generate_inputs(
         task,
         settings,
         n=args.n,
         seed=args.seed,
-        cache_path=Path(args.output_dir) / CACHE_FILE,
+        cache_path=cache_path,
         max_requests=args.max_requests,
         near_duplicate_threshold=args.near_duplicate_threshold,
         progress=not args.quiet,

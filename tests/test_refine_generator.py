@@ -336,3 +336,13 @@ def test_tldr_fixture_folder(tmp_path) -> None:
     assert read_card(out)["source"] == "tldr_fixture"
     task = load_task("recipes/refine/tasks/tldr.md")
     assert test[0]["prompt"][0]["content"] == task.render_prompt(test[0]["source"])
+
+
+def test_a_crash_between_the_renames_keeps_the_cache(make_server, task_file, tmp_path) -> None:
+    srv = make_server({})
+    out = tmp_path / "prompts"
+    run_generator(srv, task_file, out, "--n", "4")
+    sent = len(srv.bodies)
+    out.rename(tmp_path / ".prompts.old")  # the old folder moved aside, the new one not yet in place
+    run_generator(srv, task_file, out, "--n", "4")
+    assert len(srv.bodies) == sent and len(load_prompts(out, "train")) == 3
