@@ -98,6 +98,13 @@ def _step(a: int, op: str, b: int) -> tuple[str, int]:
     return f"{a} {op} {b} = {value}", value
 
 
+def _chain(steps: list[str], a: int, op: str, b: int) -> int:
+    """One more worked step appended to ``steps``; its result."""
+    line, value = _step(a, op, b)
+    steps.append(line)
+    return value
+
+
 # Each family draws its numbers and returns (question, steps, answer) at a level (1-3 steps).
 def _shopping(rng: random.Random, level: int) -> tuple[str, list[str], int]:
     name, many = rng.choice(NAMES), rng.choice(GOODS)
@@ -106,13 +113,11 @@ def _shopping(rng: random.Random, level: int) -> tuple[str, list[str], int]:
     steps, question = [step], f"{name} buys {count} {many} at ${price} each."
     if level >= 2:
         extra = rng.randint(3, 40)
-        step, total = _step(total, "+", extra)
-        steps.append(step)
+        total = _chain(steps, total, "+", extra)
         question += f" {name} also pays ${extra} for delivery."
     if level >= 3:
         paid = (total // 10 + 1 + rng.randint(0, 5)) * 10
-        step, total = _step(paid, "-", total)
-        steps.append(step)
+        total = _chain(steps, paid, "-", total)
         return question + f" {name} pays with ${paid}. How much change does {name} get back?", steps, total
     return question + f" How much does {name} spend in dollars?", steps, total
 
@@ -131,11 +136,9 @@ def _sharing(rng: random.Random, level: int) -> tuple[str, list[str], int]:
     question = f"{name} buys {bags} bags of {item} with {friends * k} {item} in each bag."
     if level == 3:
         kept = friends * rng.randint(1, bags * k - 1)
-        step, total = _step(total, "-", kept)
-        steps.append(step)
+        total = _chain(steps, total, "-", kept)
         question += f" {name} keeps {kept} {item}."
-    step, value = _step(total, "÷", friends)
-    steps.append(step)
+    value = _chain(steps, total, "÷", friends)
     others = "the rest" if level == 3 else "them"
     question += f" {name} shares {others} equally among {friends} friends. How many does each friend get?"
     return question, steps, value
@@ -148,13 +151,11 @@ def _saving(rng: random.Random, level: int) -> tuple[str, list[str], int]:
     steps, question = [step], f"{name} saves ${weekly} every week for {weeks} weeks."
     if level >= 2:
         gift = rng.randint(5, 60)
-        step, total = _step(total, "+", gift)
-        steps.append(step)
+        total = _chain(steps, total, "+", gift)
         question += f" A grandparent then gives {name} ${gift}."
     if level >= 3:
         spent = rng.randint(1, total - 1)
-        step, total = _step(total, "-", spent)
-        steps.append(step)
+        total = _chain(steps, total, "-", spent)
         question += f" {name} spends ${spent} on a game."
     return question + f" How many dollars does {name} have now?", steps, total
 
@@ -166,13 +167,11 @@ def _rates(rng: random.Random, level: int) -> tuple[str, list[str], int]:
     steps, question = [step], f"A {worker} makes {per_hour} {product} an hour and works for {hours} hours."
     if level >= 2:
         days = rng.randint(2, 6)
-        step, total = _step(total, "×", days)
-        steps.append(step)
+        total = _chain(steps, total, "×", days)
         question += f" The {worker} works like this for {days} days."
     if level >= 3:
         sold = rng.randint(1, total - 1)
-        step, total = _step(total, "-", sold)
-        steps.append(step)
+        total = _chain(steps, total, "-", sold)
         return question + f" {sold} {product} are sold. How many {product} are left?", steps, total
     return question + f" How many {product} does the {worker} make in total?", steps, total
 
@@ -182,20 +181,16 @@ def _fractions(rng: random.Random, level: int) -> tuple[str, list[str], int]:
     num, den, words = rng.choice(FRACTIONS)
     total = den * rng.randint(2, 15)
     steps = []
-    step, part = _step(total, "÷", den)
-    steps.append(step)
+    part = _chain(steps, total, "÷", den)
     if num != 1:
-        step, part = _step(part, "×", num)
-        steps.append(step)
+        part = _chain(steps, part, "×", num)
     question = f"{name} has {total} {item} and gives away {words} of them."
     if level == 1 and num == 1:
         return question + f" How many {item} does {name} give away?", steps, part
-    step, left = _step(total, "-", part)
-    steps.append(step)
+    left = _chain(steps, total, "-", part)
     if level >= 3:
         found = rng.randint(2, 30)
-        step, left = _step(left, "+", found)
-        steps.append(step)
+        left = _chain(steps, left, "+", found)
         return (
             question + f" Then {name} finds {found} more. How many {item} does {name} have now?",
             steps,

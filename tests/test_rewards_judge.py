@@ -21,6 +21,7 @@ import pytest
 from rewards.config import RewardArguments
 from rewards.judge import JudgeConfigError, JudgeUnavailableError, LLMJudgeReward, parse_scores
 from rewards.registry import build_reward_funcs
+from tests.fake_openai import chat_completion as _completion
 
 SECRET = "sk-test-9f8e7d6c5b4a-SECRET"
 BUSY_GROUPS = 6  # prompt groups test_bounded_concurrency sends
@@ -44,18 +45,6 @@ class JudgeServer(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address) -> None:
         pass  # a client that timed out closes the socket before the slow answer: expected here
-
-
-def _completion(model: str, content: str) -> dict:
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
-    }
 
 
 def _good_scores(blocks: list[tuple[str, str]]) -> dict:
