@@ -38,12 +38,14 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: chat-setup serve-chat refine refine-prompts help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit leaderboard-sets serve-leaderboard leaderboard-team results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl bench-leaderboard sft-smoltalk genrm-countdown
+.PHONY: sft-gsm8k grpo-gsm8k chat-setup serve-chat refine refine-prompts help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit leaderboard-sets serve-leaderboard leaderboard-team results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl bench-leaderboard sft-smoltalk genrm-countdown
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
 	@echo "make lock             refresh constraints.txt from a fresh venv (then run make test)"
 	@echo "make sft-countdown    eval before -> SFT -> eval after on held-out Countdown tasks (MODEL=$(MODEL))"
+	@echo "make sft-gsm8k        eval before -> SFT -> eval after on held-out grade-school word problems (MODEL=$(MODEL))"
+	@echo "make grpo-gsm8k       eval -> GRPO (math-verify correctness + format) from runs/sft-gsm8k/model -> eval"
 	@echo "make sft-smoltalk     chat SFT on smol-smoltalk (CHAT_DATA=$(CHAT_DATA)), held-out loss before/after"
 	@echo "make eval-countdown   MODEL=path-or-name: greedy accuracy on held-out Countdown tasks"
 	@echo "make dpo-ultrafeedback DPO on UltraFeedback from runs/sft-smoltalk/model (DPO_MODEL=embedded: no SFT)"
@@ -396,6 +398,34 @@ BENCH_RL_ARGS ?=
 BENCH_LEADERBOARD_ARGS ?=
 bench-rl: setup
 	$(PY) benchmarks/rl_step_time.py $(BENCH_RL_ARGS)
+
+# Grade-school maths (posttrain/gsm8k.py, eval/gsm8k.py): held-out accuracy and format rate before and after SFT
+# on generated word problems, with the paired difference. GSM8K_DATA=openai/gsm8k evaluates on the hub's test set.
+GSM8K_EVAL_TASKS ?= 200
+GSM8K_MAX_NEW_TOKENS ?= 160
+GSM8K_DATA ?= gsm8k
+GSM8K_EVAL = $(PY) -m eval.gsm8k --dataset $(GSM8K_DATA) --n_tasks $(GSM8K_EVAL_TASKS) --max_new_tokens $(GSM8K_MAX_NEW_TOKENS)
+SFT_GSM8K_DIR := $(RUNS)/sft-gsm8k
+
+sft-gsm8k: setup
+	$(GSM8K_EVAL) --model $(MODEL) --output_dir $(SFT_GSM8K_DIR)/eval-before
+	$(LAUNCH) recipes/sft/run.py --config recipes/sft/gsm8k.yaml --model_name_or_path $(MODEL) \
+		--dataset_name $(GSM8K_DATA) --output_dir $(SFT_GSM8K_DIR)/model $(ARGS)
+	$(GSM8K_EVAL) --model $(SFT_GSM8K_DIR)/model --output_dir $(SFT_GSM8K_DIR)/eval-after
+	$(call paired,$(SFT_GSM8K_DIR)/eval-before,$(SFT_GSM8K_DIR)/eval-after,$(SFT_GSM8K_DIR))
+
+GRPO_GSM8K_DIR := $(RUNS)/grpo-gsm8k
+GRPO_GSM8K_MODEL ?= $(SFT_GSM8K_DIR)/model
+
+$(SFT_GSM8K_DIR)/model/run_summary.json:
+	$(MAKE) sft-gsm8k ARGS=
+
+grpo-gsm8k: setup $(if $(filter $(SFT_GSM8K_DIR)/model,$(GRPO_GSM8K_MODEL)),$(SFT_GSM8K_DIR)/model/run_summary.json)
+	$(GSM8K_EVAL) --model $(GRPO_GSM8K_MODEL) --output_dir $(GRPO_GSM8K_DIR)/eval-before
+	$(LAUNCH) recipes/grpo/run.py --config recipes/grpo/gsm8k.yaml --model_name_or_path $(GRPO_GSM8K_MODEL) \
+		--dataset_name $(GSM8K_DATA) --output_dir $(GRPO_GSM8K_DIR)/model $(ARGS)
+	$(GSM8K_EVAL) --model $(GRPO_GSM8K_DIR)/model --output_dir $(GRPO_GSM8K_DIR)/eval-after
+	$(call paired,$(GRPO_GSM8K_DIR)/eval-before,$(GRPO_GSM8K_DIR)/eval-after,$(GRPO_GSM8K_DIR))
 
 # Chat SFT on smol-smoltalk, the loss on every assistant turn; prints the held-out loss before/after.
 # CHAT_DATA=fixture picks the offline fixture (the hub name falls back to it when the hub is unreachable).

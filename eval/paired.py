@@ -117,10 +117,15 @@ def per_task_correct(eval_dir: str | Path) -> tuple[list[tuple], list[float]]:
             try:
                 row = json.loads(line)
                 i = int(row["task_index"])
-                key = (row["task"]["target"], tuple(row["task"]["nums"]))
+                task = row["task"]
+                # Countdown: target and numbers; other evaluations (eval.gsm8k): the question and answer.
+                if "target" in task:
+                    key = (task["target"], tuple(task["nums"]))
+                else:
+                    key = tuple(sorted((str(k), str(v)) for k, v in task.items()))
                 correct = float(bool(row["correct"]))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{line_no}: not an eval.countdown sample row ({exc})") from None
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{path}:{line_no}: not an evaluation sample row ({exc})") from None
             tasks[i] = key
             hits.setdefault(i, []).append(correct)
     order = sorted(tasks)

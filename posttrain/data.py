@@ -24,7 +24,15 @@ from posttrain.countdown import (
     load_hub_countdown_tasks,
     load_hub_warmstart,
 )
-from posttrain.dataset_names import COUNTDOWN_HUB, GENRM, SMOLTALK, WARMSTART_HUB_TRACES, dataset_kind
+from posttrain.dataset_names import (
+    COUNTDOWN_HUB,
+    GENRM,
+    GSM8K,
+    GSM8K_HUB,
+    SMOLTALK,
+    WARMSTART_HUB_TRACES,
+    dataset_kind,
+)
 
 HELDOUT_PERCENT = 10
 DEFAULT_TASK_SEED = 1234
@@ -143,6 +151,9 @@ def countdown_hub_sft_dataset(script_args, countdown_args):
     return _sft_splits(train, test, countdown_args)
 
 
+GSM8K_DEFAULT_TRAIN, GSM8K_DEFAULT_TEST = 2000, 200
+
+
 def load_sft_dataset(script_args, countdown_args):
     """Generated Countdown data when no dataset is named; the pinned hub datasets otherwise.
 
@@ -157,6 +168,15 @@ def load_sft_dataset(script_args, countdown_args):
         return warmstart_hub_sft_dataset(script_args, countdown_args)
     if kind == COUNTDOWN_HUB:
         return countdown_hub_sft_dataset(script_args, countdown_args)
+    if kind in (GSM8K, GSM8K_HUB):
+        from posttrain.gsm8k import gsm8k_sft_dataset
+
+        return gsm8k_sft_dataset(
+            script_args,
+            n_train=script_args.dataset_max_train_rows or GSM8K_DEFAULT_TRAIN,
+            n_test=script_args.dataset_max_test_rows or GSM8K_DEFAULT_TEST,
+            seed=countdown_args.countdown_data_seed,
+        )
     if kind == GENRM:  # built on this module's task splits, so it lives in posttrain.genrm (no import circle)
         raise ValueError(
             f"dataset_name={script_args.dataset_name!r} is GenRM verification data: load it with "

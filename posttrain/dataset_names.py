@@ -12,6 +12,8 @@ from pathlib import Path
 
 from posttrain.chat_data import FIXTURE_NAME, SMOLTALK_HUB_ID, ULTRAFEEDBACK_HUB_ID
 from posttrain.countdown import COUNTDOWN_HUB_ID, WARMSTART_HUB
+from posttrain.gsm8k import GENERATED as GSM8K_GENERATED
+from posttrain.gsm8k import GSM8K_HUB_ID
 
 COUNTDOWN = "countdown"  # tasks generated offline
 COUNTDOWN_HUB = "countdown_hub"  # Countdown tasks from the hub (solutions written by the solver)
@@ -19,6 +21,8 @@ WARMSTART_HUB_TRACES = "warmstart_hub"  # reasoning traces from the hub
 SMOLTALK = "smoltalk"  # chat SFT
 ULTRAFEEDBACK = "ultrafeedback"  # prompts (RL) or preference pairs (DPO, reward)
 PAIRS = "pairs"  # a preference folder written by `python -m posttrain.preferences`
+GSM8K = "gsm8k"  # grade-school word problems generated offline (posttrain.gsm8k)
+GSM8K_HUB = "gsm8k_hub"  # openai/gsm8k
 REFINE = "refine"  # a Re:Fine prompt folder written by `python -m posttrain.synthetic`
 GENRM = "genrm"  # GenRM-CoT verification data: a folder written by `python -m posttrain.genrm`, or the hub's
 
@@ -53,6 +57,8 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
         "a preference folder (datasets.save_to_disk layout), e.g. built by "
         "`python -m posttrain.preferences --model ... --output_dir <folder>`",
     ),
+    GSM8K: ((GSM8K_GENERATED,), f"{GSM8K_GENERATED!r} (grade-school word problems generated offline)"),
+    GSM8K_HUB: ((GSM8K_HUB_ID,), f"{GSM8K_HUB_ID!r} (grade-school maths, needs the hub)"),
     REFINE: (
         (),
         "a Re:Fine prompt folder written by `python -m posttrain.synthetic --task ... --output_dir <folder>`",
@@ -65,8 +71,8 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 # The kinds each recipe trains on; the first one is used when dataset_name is unset.
 RECIPE_KINDS: dict[str, tuple[str, ...]] = {
-    "SFT": (COUNTDOWN, WARMSTART_HUB_TRACES, COUNTDOWN_HUB, SMOLTALK, GENRM),
-    "RL": (COUNTDOWN, COUNTDOWN_HUB, ULTRAFEEDBACK, REFINE),
+    "SFT": (COUNTDOWN, WARMSTART_HUB_TRACES, COUNTDOWN_HUB, SMOLTALK, GENRM, GSM8K, GSM8K_HUB),
+    "RL": (COUNTDOWN, COUNTDOWN_HUB, ULTRAFEEDBACK, REFINE, GSM8K, GSM8K_HUB),
     "preference": (ULTRAFEEDBACK, PAIRS),
 }
 

@@ -19,6 +19,13 @@ from dataclasses import dataclass
 
 GSM8K_HUB_ID = "openai/gsm8k"
 GSM8K_HUB_CONFIG = "main"
+# Commit not known offline: "main" moves. Pin the full commit sha here before publishing results.
+GSM8K_HUB_REVISION = "main"
+GENERATED = "gsm8k"  # dataset_name of the offline generator
+INSTRUCTION = (
+    "Solve the problem. Think step by step inside <think> </think>, then give only the final number inside "
+    "<answer> </answer>."
+)
 TEST_SHARE = 5  # one question in TEST_SHARE goes to the test split
 LEVELS = (1, 2, 3)
 
@@ -248,6 +255,75 @@ def generate_problems(
     return out
 
 
+def gsm8k_prompt(question: str) -> list[dict[str, str]]:
+    """The conversational prompt of a problem (the SFT, RL and evaluation prompts are the same)."""
+    return [{"role": "user", "content": f"{INSTRUCTION}\n\n{question}"}]
+
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def hub_solution(worked: str) -> str:
+    """A GSM8K worked answer in the reasoning format: the steps (calculator notes dropped), then the number."""
+    steps = _CALCULATOR.sub("", worked.rsplit("####", 1)[0]).strip()
+    return f"<think>\n{steps}\n</think>\n<answer>{gsm8k_final_answer(worked)}</answer>"
+
+
+def gsm8k_rows(
+    dataset_name: str | None, split: str, n: int, *, seed: int = 0, revision: str | None = None
+) -> list[dict]:
+    """``n`` rows {question, answer, solution} of ``split``: generated problems, or the hub's."""
+    if dataset_name in (None, GENERATED):
+        return [
+            {"question": p.question, "answer": str(p.answer), "solution": p.solution}
+            for p in generate_problems(n, split=split, seed=seed)
+        ]
+    if dataset_name != GSM8K_HUB_ID:
+        raise ValueError(f"unknown GSM8K source {dataset_name!r}; use {GENERATED!r} or {GSM8K_HUB_ID!r}")
+    from datasets import load_dataset
+
+    try:
+        data = load_dataset(
+            GSM8K_HUB_ID, GSM8K_HUB_CONFIG, split=split, revision=revision or GSM8K_HUB_REVISION
+        )
+    except Exception as exc:  # noqa: BLE001 - offline, or the hub refused: say what to use instead
+        raise FileNotFoundError(
+            f"cannot load {GSM8K_HUB_ID} ({type(exc).__name__}: {str(exc)[:200]}); offline, use the generated "
+            f"problems (dataset_name: {GENERATED})"
+        ) from None
+    rows = []
+    for row in data.select(range(min(n, len(data)))):
+        rows.append(
+            {
+                "question": row["question"],
+                "answer": gsm8k_final_answer(row["answer"]),
+                "solution": hub_solution(row["answer"]),
+            }
+        )
+    return rows
+
+
+def gsm8k_sft_dataset(script_args, *, n_train: int, n_test: int, seed: int = 0):
+    """Train/test `DatasetDict` of conversational prompt-completion records (the worked solution as the reply)."""
+    from datasets import Dataset, DatasetDict
+
+    def records(split: str, n: int) -> list[dict]:
+        rows = gsm8k_rows(
+            script_args.dataset_name, split, n, seed=seed, revision=script_args.dataset_revision
+        )
+        return [
+            {
+                "prompt": gsm8k_prompt(r["question"]),
+                "completion": [{"role": "assistant", "content": r["solution"]}],
+            }
+            for r in rows
+        ]
+
+    return DatasetDict(
+        train=Dataset.from_list(records("train", n_train)), test=Dataset.from_list(records("test", n_test))
+    )
+
+
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -260,18 +336,3 @@ def gsm8k_final_answer(solution: str) -> str:
     if not match:
         raise ValueError(f"no number after '####' in {tail[:40]!r}")
     return match.group(0).replace(",", "")
-
-
-def load_hub_gsm8k(split: str, *, revision: str, max_rows: int | None = None) -> list[dict[str, str]]:
-    """``openai/gsm8k`` (config ``main``) rows as {question, answer}: the final number, not the worked text."""
-    from datasets import load_dataset
-
-    try:
-        data = load_dataset(GSM8K_HUB_ID, GSM8K_HUB_CONFIG, split=split, revision=revision)
-    except Exception as exc:  # noqa: BLE001 - offline, or the hub refused: say what to use instead
-        raise FileNotFoundError(
-            f"cannot load {GSM8K_HUB_ID} ({type(exc).__name__}: {str(exc)[:200]}); offline, use the generated "
-            "problems (dataset_name: gsm8k_generated)"
-        ) from None
-    rows = [{"question": r["question"], "answer": gsm8k_final_answer(r["answer"])} for r in data]
-    return rows[:max_rows] if max_rows else rows

@@ -38,7 +38,7 @@ from posttrain.curves import (
     reward_rows,
 )
 from posttrain.data import is_heldout, train_tasks, validation_tasks
-from posttrain.dataset_names import COUNTDOWN, REFINE, ULTRAFEEDBACK, dataset_kind
+from posttrain.dataset_names import COUNTDOWN, GSM8K, GSM8K_HUB, REFINE, ULTRAFEEDBACK, dataset_kind
 from posttrain.guidance import GuidedRollout, prompt_key
 from posttrain.length_guard import LengthCollapseGuard
 from posttrain.models import load_tokenizer, trained_template
@@ -70,10 +70,12 @@ logger = logging.getLogger(__name__)
 
 
 def rl_task(dataset_name: str | None) -> str:
-    """ "countdown" (generated or hub tasks), "ultrafeedback" or "refine" (a Re:Fine prompt folder); a name RL
-    cannot train on raises DatasetNameError."""
+    """ "countdown" (generated or hub tasks), "ultrafeedback", "refine" (a Re:Fine prompt folder) or "gsm8k"
+    (generated or hub word problems); a name RL cannot train on raises DatasetNameError."""
     kind = dataset_kind(dataset_name, "RL")
-    return {ULTRAFEEDBACK: "ultrafeedback", REFINE: "refine"}.get(kind, "countdown")
+    return {ULTRAFEEDBACK: "ultrafeedback", REFINE: "refine", GSM8K: "gsm8k", GSM8K_HUB: "gsm8k"}.get(
+        kind, "countdown"
+    )
 
 
 def countdown_rl_rows(tasks: Sequence[Any], template: str) -> list[dict]:
@@ -147,8 +149,27 @@ def refine_rl_prompts(script_args: Any) -> tuple[list[dict], dict]:
     return rows, info
 
 
+def gsm8k_rl_rows(script_args: Any, countdown_args: Any) -> tuple[list[dict], dict]:
+    """Word problems of the train split: the conversational prompt and the gold `answer` the math reward reads."""
+    from posttrain.gsm8k import GENERATED, gsm8k_prompt, gsm8k_rows
+
+    n = script_args.dataset_max_train_rows or 1000
+    rows = gsm8k_rows(
+        script_args.dataset_name or GENERATED,
+        "train",
+        n,
+        seed=countdown_args.countdown_data_seed,
+        revision=script_args.dataset_revision,
+    )
+    out = [{"prompt": gsm8k_prompt(r["question"]), "answer": r["answer"]} for r in rows]
+    return out, {"task": "gsm8k", "data_source": script_args.dataset_name, "split": "train"}
+
+
 def build_rl_dataset(script_args: Any, countdown_args: Any) -> tuple[Any, dict]:
     """The training prompts and a description of where they came from (recorded in run_summary.json)."""
+    if rl_task(script_args.dataset_name) == "gsm8k":
+        rows, info = gsm8k_rl_rows(script_args, countdown_args)
+        return Dataset.from_list(rows), info
     if rl_task(script_args.dataset_name) == "refine":
         rows, info = refine_rl_prompts(script_args)
         return Dataset.from_list(rows), info
@@ -221,6 +242,7 @@ START_HINTS = {
     "countdown": "run `make sft-countdown` first, or pass --model_name_or_path embedded",
     "ultrafeedback": "run `make sft-smoltalk` first, or pass --model_name_or_path embedded",
     "refine": "pass --model_name_or_path embedded (or any chat model)",
+    "gsm8k": "run `make sft-gsm8k` first, or pass --model_name_or_path embedded",
 }
 
 
@@ -254,7 +276,7 @@ def run_rl(
     )
     model_path = prepare_model_args(model_args, training_args)
     identity = run_identity(model_args, training_args, script_args, reward_args)
-    if task == "countdown":
+    if task in ("countdown", "gsm8k"):  # countdown_data_seed draws the gsm8k problems too
         identity.update(run_identity(countdown_args))
     resume = resume_checkpoint(training_args, {"algo": algo, "task": task, **identity})
     dataset, data_info = build_rl_dataset(script_args, countdown_args)

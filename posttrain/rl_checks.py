@@ -276,20 +276,31 @@ def reward_problems(names: Sequence[str], weights: Sequence[float] | None) -> li
     return []
 
 
-TASK_NAMES = {"ultrafeedback": "UltraFeedback", "refine": "Re:Fine"}
+TASK_NAMES = {"ultrafeedback": "UltraFeedback", "refine": "Re:Fine", "gsm8k": "grade-school maths"}
 
 
 def task_reward_problems(task: str | None, reward_names: Sequence[str]) -> list[str]:
-    """Countdown rewards need the Countdown columns (`target`, `nums`): on other prompts they crash after
-    the first generation, so refuse them up front."""
+    """Rewards that need columns these prompts lack crash after the first generation, so refuse them up front:
+    Countdown's (`target`, `nums`) off Countdown, `math` (`answer`) off grade-school maths."""
+    problems = []
     wrong = [name for name in reward_names if name in COUNTDOWN_REWARDS]
-    if task in ("ultrafeedback", "refine") and wrong:
-        return [
+    if task in TASK_NAMES and wrong:
+        fix = (
+            "Use math (and format), e.g. reward_funcs: [math, format]"
+            if task == "gsm8k"
+            else "Use reward_model or llm_judge (e.g. reward_funcs: [reward_model])"
+        )
+        problems.append(
             f"reward_funcs has {wrong}, which score Countdown answers against the `target` and `nums` columns, "
-            f"but the prompts are {TASK_NAMES[task]} prompts (dataset_name), which have neither. Use reward_model or llm_judge "
-            "(e.g. reward_funcs: [reward_model]), or leave dataset_name unset for Countdown tasks."
-        ]
-    return []
+            f"but the prompts are {TASK_NAMES[task]} prompts (dataset_name), which have neither. {fix}, or leave "
+            "dataset_name unset for Countdown tasks."
+        )
+    if "math" in reward_names and task != "gsm8k":
+        problems.append(
+            "reward_funcs has math, which checks each answer against the `answer` column; only grade-school maths "
+            "prompts carry one (dataset_name: gsm8k or openai/gsm8k)."
+        )
+    return problems
 
 
 def think_format_problems(model_name: str, reward_names: Sequence[str]) -> list[str]:

@@ -149,3 +149,138 @@ def test_math_reward_never_crashes(text: str, gold: int) -> None:
     for completion in (text, f"<answer>{text}</answer>", f"#### {text}"):
         assert math_reward([completion], answer=[str(gold)]) in ([0.0], [1.0])
     assert final_answer(f"<answer>{gold}</answer>") == str(gold)
+
+
+# ------------------------------------------------------------------------------------------------ SFT and eval
+
+
+def test_hub_solution_becomes_the_reasoning_format() -> None:
+    from posttrain.gsm8k import hub_solution
+
+    worked = (
+        "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nShe sold 48+24 = <<48+24=72>>72 clips.\n#### 72"
+    )
+    solution = hub_solution(worked)
+    assert solution == (
+        "<think>\nNatalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\n</think>\n<answer>72</answer>"
+    )
+    assert format_reward([solution]) == [1.0] and math_reward([solution], answer=["72"]) == [1.0]
+
+
+def test_sft_dataset_is_conversational_and_split() -> None:
+    from types import SimpleNamespace
+
+    from posttrain.data import load_sft_dataset
+    from posttrain.dataset_names import GSM8K, dataset_kind
+
+    assert dataset_kind("gsm8k", "SFT") == GSM8K
+    script = SimpleNamespace(
+        dataset_name="gsm8k", dataset_revision=None, dataset_max_train_rows=30, dataset_max_test_rows=5
+    )
+    data = load_sft_dataset(script, SimpleNamespace(countdown_data_seed=7))
+    assert len(data["train"]) == 30 and len(data["test"]) == 5
+    row = data["train"][0]
+    assert row["prompt"][0]["role"] == "user" and "<answer>" in row["prompt"][0]["content"]
+    assert row["completion"][0]["role"] == "assistant" and format_reward(
+        [row["completion"][0]["content"]]
+    ) == [1.0]
+    train_q = {r["prompt"][0]["content"] for r in data["train"]}
+    assert not train_q & {r["prompt"][0]["content"] for r in data["test"]}
+
+
+def test_hub_data_offline_says_what_to_use(monkeypatch) -> None:
+    from posttrain.gsm8k import gsm8k_rows
+
+    with pytest.raises((FileNotFoundError, ValueError), match="gsm8k"):
+        gsm8k_rows("openai/gsm8k", "test", 3)
+    with pytest.raises(ValueError, match="unknown GSM8K source"):
+        gsm8k_rows("my/maths", "test", 3)
+
+
+@pytest.mark.timeout(600)
+def test_tiny_sft_then_eval_and_paired(tiny_model_dir, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**__import__("os").environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "sft"
+    cmd = [
+        sys.executable, str(repo / "recipes/sft/run.py"), "--config", "recipes/sft/gsm8k.yaml",
+        "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--dataset_max_train_rows", "16",
+        "--dataset_max_test_rows", "4", "--per_device_train_batch_size", "4", "--max_steps", "2",
+        "--save_steps", "1", "--report_to", "none", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["recipe"] == "sft" and summary["n_train"] == 16
+
+    from eval.gsm8k import main as evaluate
+    from eval.paired import compare_dirs
+
+    for name, model in (("before", tiny_model_dir), ("after", out)):
+        evaluate(
+            [
+                "--model",
+                str(model),
+                "--n_tasks",
+                "6",
+                "--max_new_tokens",
+                "8",
+                "--output_dir",
+                str(tmp_path / name),
+            ]
+        )
+    result = json.loads((tmp_path / "after" / "summary.json").read_text())
+    assert result["task"] == "gsm8k" and result["n_tasks"] == 6 and 0.0 <= result["accuracy"] <= 1.0
+    rows = [json.loads(line) for line in (tmp_path / "after" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {"question", "answer"} <= set(rows[0]["task"])
+    paired = compare_dirs(tmp_path / "before", tmp_path / "after")
+    assert paired["n_tasks"] == 6
+
+
+def test_eval_refuses_bad_options() -> None:
+    from eval.gsm8k import main as evaluate
+
+    with pytest.raises(SystemExit, match="--n_tasks"):
+        evaluate(["--model", "embedded", "--n_tasks", "0"])
+    with pytest.raises(SystemExit, match="--k values"):
+        evaluate(["--model", "embedded", "--n", "2", "--k", "4"])
+
+
+@pytest.mark.timeout(600)
+def test_tiny_grpo_on_word_problems(tiny_model_dir, tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "grpo"
+    cmd = [
+        sys.executable, str(repo / "recipes/grpo/run.py"), "--config", "recipes/grpo/gsm8k.yaml",
+        "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--dataset_max_train_rows", "8",
+        "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "8",
+        "--max_steps", "2", "--save_steps", "1", "--report_to", "none", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["task"] == "gsm8k" and summary["reward_funcs"] == ["math", "format"]
+    rows = [json.loads(line) for line in (out / "reward_curve.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(0.0 <= r["math_reward"] <= 1.0 for r in rows)
+
+
+def test_precheck_refuses_rewards_without_their_columns() -> None:
+    from posttrain.rl_checks import task_reward_problems
+
+    (problem,) = task_reward_problems("gsm8k", ["countdown", "format"])
+    assert "target" in problem and "Use math" in problem
+    (problem,) = task_reward_problems("countdown", ["math"])
+    assert "`answer` column" in problem
+    assert task_reward_problems("gsm8k", ["math", "format"]) == []
