@@ -251,6 +251,7 @@ def test_eval_refuses_bad_options() -> None:
         evaluate(["--model", "embedded", "--n", "2", "--k", "4"])
 
 
+@pytest.mark.slow  # ~35 s; the fast suite covers GRPO through the Countdown and Re:Fine runs
 @pytest.mark.timeout(600)
 def test_tiny_grpo_on_word_problems(tiny_model_dir, tmp_path) -> None:
     import json
