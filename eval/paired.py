@@ -45,9 +45,18 @@ def paired_bootstrap(
     diffs = [a - b for a, b in zip(after, before, strict=True)]
     if not diffs:
         raise ValueError("no tasks to compare")
+    return bootstrap_mean(diffs, n_boot=n_boot, seed=seed, level=level)
+
+
+def bootstrap_mean(
+    values: Sequence[float], *, n_boot: int = 10_000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of the mean of per-item ``values`` (one per task or pair), resampled with replacement."""
+    if not values:
+        raise ValueError("no values to resample")
     rng = random.Random(seed)
-    n = len(diffs)
-    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
     lo = means[int((1 - level) / 2 * n_boot)]
     hi = means[min(n_boot - 1, int((1 + level) / 2 * n_boot))]
     return lo, hi

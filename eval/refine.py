@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import shutil
 import statistics
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from eval.paired import bootstrap_mean
 from posttrain.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 from posttrain.refine_tasks import RefineTask, TaskFileError, load_task
 from posttrain.synthetic import load_prompts
@@ -70,6 +70,7 @@ def sample(
         for row, reply in zip(data, replies, strict=True)
     ]
     out = Path(output_dir)
+    lengths = length_stats([r["words"] for r in rows])
     atomic_write_jsonl(out / OUTPUTS, rows)
     atomic_write_json(
         out / SUMMARY,
@@ -79,12 +80,10 @@ def sample(
             "split": split,
             "n": len(rows),
             "max_new_tokens": max_new_tokens,
-            "lengths": length_stats([r["words"] for r in rows]),
+            "lengths": lengths,
         },
     )
-    print(
-        f"{out / OUTPUTS}: {len(rows)} replies, mean {length_stats([r['words'] for r in rows])['mean']:.1f} words"
-    )
+    print(f"{out / OUTPUTS}: {len(rows)} replies, mean {lengths['mean']:.1f} words")
     return out
 
 
@@ -109,7 +108,7 @@ def read_outputs(folder: str | Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def length_stats(words: Sequence[int], low: float | None = None) -> dict[str, Any]:
+def length_stats(words: Sequence[int]) -> dict[str, Any]:
     if not words:
         return {"n": 0}
     ordered = sorted(words)
@@ -127,18 +126,7 @@ def length_stats(words: Sequence[int], low: float | None = None) -> dict[str, An
         "max": ordered[-1],
         "empty": sum(w == 0 for w in words),
     }
-    if low is not None:
-        stats["below_window"] = sum(w < low for w in words) / len(words)
     return stats
-
-
-def bootstrap_interval(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    if not values:
-        return 0.0, 1.0
-    rng = random.Random(seed)
-    k = len(values)
-    means = sorted(sum(values[rng.randrange(k)] for _ in range(k)) / k for _ in range(n_boot))
-    return means[int(0.025 * n_boot)], means[min(n_boot - 1, int(0.975 * n_boot))]
 
 
 def judge_pair(judge: LLMJudgeReward, prompt: Any, before: str, after: str) -> dict[str, Any]:
@@ -212,7 +200,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     judged = [r for r in rows if not r["failed"]]
     values = [1.0 if r["verdict"] == "win" else 0.5 if r["verdict"] == "tie" else 0.0 for r in judged]
     win_rate = sum(values) / len(values) if values else None
-    low_ci, high_ci = bootstrap_interval(values, seed=args.seed)
+    interval = bootstrap_mean(values, n_boot=2000, seed=args.seed) if values else None
     lows = [r["window_low"] for r in rows if r["window_low"] is not None]
     common_low = statistics.fmean(lows) if lows else None
 
@@ -235,7 +223,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "ties": sum(r.get("verdict") == "tie" for r in judged),
         "losses": sum(r.get("verdict") == "loss" for r in judged),
         "win_rate": win_rate,
-        "win_rate_ci95": [low_ci, high_ci] if values else None,
+        "win_rate_ci95": list(interval) if interval else None,
         "lengths": {"before": lengths("before"), "after": lengths("after"), "mean_window_low": common_low},
     }
     out = Path(args.output_dir)

@@ -42,9 +42,12 @@ from posttrain.dataset_names import SYNTHETIC_CARD_FILE as CARD_FILE
 from posttrain.io import atomic_write_json, atomic_write_text
 from posttrain.refine_tasks import RefineTask, TaskFileError, load_task
 from rewards.api_retry import (
+    NO_KEY,
     CallFailed,
     EndpointRefused,
     RetryPolicy,
+    answer_json,
+    api_key_from_env,
     call_with_deadline,
     call_with_retries,
     openai_client,
@@ -54,8 +57,6 @@ from rewards.api_retry import (
 logger = logging.getLogger(__name__)
 
 CACHE_FILE = "generator_cache.jsonl"
-NO_KEY = "EMPTY"
-MAX_ANSWER_CHARS = 1_000_000
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 
 SYSTEM_PROMPT = """You write training inputs for a language model. You will read a task description; write \
@@ -86,17 +87,7 @@ class ParsedInputs:
 
 def parse_inputs(content: Any) -> ParsedInputs:
     """The strings of ``{"inputs": [...]}`` in an answer (```json fences and prose around it tolerated)."""
-    if not isinstance(content, str) or not content.strip():
-        raise GeneratorOutputError("the answer is empty")
-    if len(content) > MAX_ANSWER_CHARS:
-        raise GeneratorOutputError(f"the answer is longer than {MAX_ANSWER_CHARS} characters")
-    start, end = content.find("{"), content.rfind("}")
-    if start < 0 or end <= start:
-        raise GeneratorOutputError("the answer holds no JSON object")
-    try:
-        data = json.loads(content[start : end + 1])
-    except (json.JSONDecodeError, RecursionError):
-        raise GeneratorOutputError("the answer is not valid JSON") from None
+    data = answer_json(content, what="the answer", error=GeneratorOutputError)
     items = data.get("inputs") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise GeneratorOutputError('the answer has no "inputs" list')
@@ -292,7 +283,7 @@ class Generator:
         self._lock = threading.Lock()
 
     def _api_key(self) -> str:
-        return os.environ.get(self.settings.api_key_env) or NO_KEY
+        return api_key_from_env(self.settings.api_key_env)
 
     def _call(self, body: dict[str, Any], attempt: list[int]) -> str:
         # A retry after an unusable answer with the same seed would get the same answer: each attempt its own.

@@ -9,7 +9,9 @@ which fail at once (other 4xx) and which mean the configuration is wrong (401/40
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import random
 import re
 import threading
@@ -21,6 +23,10 @@ from typing import Any, TypeVar
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Sent when the key's variable is unset: a local vLLM or llama.cpp server without --api-key accepts any key.
+NO_KEY = "EMPTY"
+MAX_ANSWER_CHARS = 1_000_000  # an answer beyond this is not parsed (untrusted output)
 
 TRANSIENT_STATUS = frozenset({408, 409, 429})  # plus every 5xx
 # A wrong key, model or URL: every request would fail the same way.
@@ -58,6 +64,27 @@ def _ssl_context() -> Any:
     except ImportError:
         import httpx
     return httpx.create_ssl_context()
+
+
+def api_key_from_env(env_name: str) -> str:
+    """The key in the environment variable ``env_name``, or `NO_KEY` when it is unset or empty."""
+    return os.environ.get(env_name) or NO_KEY
+
+
+def answer_json(content: Any, *, what: str, error: type[Exception]) -> Any:
+    """The outermost ``{...}`` of an endpoint's answer, parsed (```json fences and prose around it tolerated);
+    ``error`` with a message that starts with ``what`` when there is none to parse."""
+    if not isinstance(content, str) or not content.strip():
+        raise error(f"{what} is empty")
+    if len(content) > MAX_ANSWER_CHARS:
+        raise error(f"{what} is longer than {MAX_ANSWER_CHARS} characters")
+    start, end = content.find("{"), content.rfind("}")
+    if start < 0 or end <= start:
+        raise error(f"{what} holds no JSON object")
+    try:
+        return json.loads(content[start : end + 1])
+    except (json.JSONDecodeError, RecursionError):
+        raise error(f"{what} is not valid JSON") from None
 
 
 def openai_client(base_url: str, api_key: str, timeout_s: float) -> Any:
