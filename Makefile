@@ -38,7 +38,7 @@ EVAL := $(PY) -m eval.countdown --n_tasks $(EVAL_TASKS) --seed $(EVAL_SEED) --te
 SFT_COUNTDOWN_DIR := $(RUNS)/sft-countdown
 LAUNCH := $(ACCELERATE) launch --config_file accelerate_configs/$(ACCELERATE_CONFIG).yaml
 
-.PHONY: sft-gsm8k grpo-gsm8k chat-setup serve-chat refine refine-prompts help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit leaderboard-sets serve-leaderboard leaderboard-team results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl bench-leaderboard sft-smoltalk genrm-countdown
+.PHONY: sft-gsm8k grpo-gsm8k sft-codesum seq2seq-codesum chat-setup serve-chat refine refine-prompts help setup lock install-into test test-slow lint format sft-countdown eval-countdown tts-countdown bench clean-runs serve-reward serve-judge eval-winrate judge-probes leaderboard-submit leaderboard-sets serve-leaderboard leaderboard-team results dpo-ultrafeedback rm-ultrafeedback dpo-countdown grpo-countdown rloo-countdown rft-countdown grpo-ultrafeedback rloo-ultrafeedback bench-rl bench-leaderboard sft-smoltalk genrm-countdown
 
 help:
 	@echo "make setup            create $(VENV) and install everything (CPU torch, project, embedded model)"
@@ -46,6 +46,8 @@ help:
 	@echo "make sft-countdown    eval before -> SFT -> eval after on held-out Countdown tasks (MODEL=$(MODEL))"
 	@echo "make sft-gsm8k        eval before -> SFT -> eval after on held-out grade-school word problems (MODEL=$(MODEL))"
 	@echo "make grpo-gsm8k       eval -> GRPO (math-verify correctness + format) from runs/sft-gsm8k/model -> eval"
+	@echo "make sft-codesum      BLEU/ROUGE-L before -> SFT -> after on held-out functions, side by side (MODEL=$(MODEL))"
+	@echo "make seq2seq-codesum  the same with an encoder-decoder (SEQ2SEQ_MODEL=Salesforce/codet5-base, LoRA; needs the hub)"
 	@echo "make sft-smoltalk     chat SFT on smol-smoltalk (CHAT_DATA=$(CHAT_DATA)), held-out loss before/after"
 	@echo "make eval-countdown   MODEL=path-or-name: greedy accuracy on held-out Countdown tasks"
 	@echo "make dpo-ultrafeedback DPO on UltraFeedback from runs/sft-smoltalk/model (DPO_MODEL=embedded: no SFT)"
@@ -401,8 +403,8 @@ bench-rl: setup
 
 # Grade-school maths (posttrain/gsm8k.py, eval/gsm8k.py): held-out accuracy and format rate before and after SFT
 # on generated word problems, with the paired difference. GSM8K_DATA=openai/gsm8k evaluates on the hub's test set.
-GSM8K_EVAL_TASKS ?= 200
-GSM8K_MAX_NEW_TOKENS ?= 160
+GSM8K_EVAL_TASKS ?= 150
+GSM8K_MAX_NEW_TOKENS ?= 128
 GSM8K_DATA ?= gsm8k
 GSM8K_EVAL = $(PY) -m eval.gsm8k --dataset $(GSM8K_DATA) --n_tasks $(GSM8K_EVAL_TASKS) --max_new_tokens $(GSM8K_MAX_NEW_TOKENS)
 SFT_GSM8K_DIR := $(RUNS)/sft-gsm8k
@@ -518,3 +520,32 @@ refine: setup $(if $(CHAT_URL),,chat-setup)
 		--judge_base_url $(REFINE_URL) --judge_model $(CHAT_MODEL_NAME) --judge_api_key_env $(CHAT_API_KEY_ENV) \
 		--judge_max_tokens 384 --reward_curve $(REFINE_DIR)/model/reward_curve.png --output_dir $(REFINE_DIR)/compare; \
 	echo "Re:Fine $(TASK) done in $$(( $$(date +%s) - started )) s: $(REFINE_DIR)/compare/results.md and results.html"
+
+# Code summarisation (posttrain/codesum.py, eval/codesum.py): BLEU and ROUGE-L on held-out functions before and
+# after SFT, with paired differences and examples side by side (results.md). Offline: functions of the installed
+# standard library; CODESUM_DATA=google/code_x_glue_ct_code_to_text uses CodeXGLUE's Python split (hub).
+CODESUM_EVAL_EXAMPLES ?= 100
+CODESUM_DATA ?= codesum
+CODESUM_EVAL = $(PY) -m eval.codesum --dataset $(CODESUM_DATA) --n_examples $(CODESUM_EVAL_EXAMPLES)
+SFT_CODESUM_DIR := $(RUNS)/sft-codesum
+
+sft-codesum: setup
+	$(CODESUM_EVAL) --model $(MODEL) --output_dir $(SFT_CODESUM_DIR)/eval-before
+	$(LAUNCH) recipes/sft/run.py --config recipes/sft/codesum.yaml --model_name_or_path $(MODEL) \
+		--dataset_name $(CODESUM_DATA) --output_dir $(SFT_CODESUM_DIR)/model $(ARGS)
+	$(CODESUM_EVAL) --model $(SFT_CODESUM_DIR)/model --output_dir $(SFT_CODESUM_DIR)/eval-after
+	$(PY) -m eval.codesum compare $(SFT_CODESUM_DIR)/eval-before $(SFT_CODESUM_DIR)/eval-after --output_dir $(SFT_CODESUM_DIR)
+
+# Encoder-decoder (CodeT5 by default) with LoRA through transformers' Seq2SeqTrainer (recipes/seq2seq); needs the
+# model from the hub. SEQ2SEQ_CONFIG=recipes/seq2seq/codet5_qlora.yaml for 4-bit QLoRA (CUDA).
+SEQ2SEQ_MODEL ?= Salesforce/codet5-base
+SEQ2SEQ_CONFIG ?= recipes/seq2seq/codet5_lora.yaml
+SEQ2SEQ_CODESUM_DIR := $(RUNS)/seq2seq-codesum
+
+seq2seq-codesum: setup
+	$(CODESUM_EVAL) --model $(SEQ2SEQ_MODEL) --output_dir $(SEQ2SEQ_CODESUM_DIR)/eval-before
+	$(LAUNCH) recipes/seq2seq/run.py --config $(SEQ2SEQ_CONFIG) --model_name_or_path $(SEQ2SEQ_MODEL) \
+		--dataset_name $(CODESUM_DATA) --output_dir $(SEQ2SEQ_CODESUM_DIR)/model $(ARGS)
+	$(CODESUM_EVAL) --model $(SEQ2SEQ_CODESUM_DIR)/model --output_dir $(SEQ2SEQ_CODESUM_DIR)/eval-after
+	$(PY) -m eval.codesum compare $(SEQ2SEQ_CODESUM_DIR)/eval-before $(SEQ2SEQ_CODESUM_DIR)/eval-after \
+		--output_dir $(SEQ2SEQ_CODESUM_DIR)

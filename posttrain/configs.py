@@ -7,7 +7,9 @@ YAML namespace that `TrlParser` builds from all dataclasses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from transformers import Seq2SeqTrainingArguments
 from trl import ScriptArguments as TrlScriptArguments
 
 from posttrain.countdown import PROMPT_TEMPLATES, WARMSTART_STYLES
@@ -149,3 +151,24 @@ class CountdownArguments:
             min_target=self.countdown_min_target,
             max_target=self.countdown_max_target,
         )
+
+
+@dataclass
+class Seq2SeqConfig(Seq2SeqTrainingArguments):
+    """Seq2SeqTrainingArguments plus the input and target lengths, and TRL's `model_init_kwargs`."""
+
+    max_source_length: int = field(
+        default=384, metadata={"help": "Code tokens the encoder reads (truncated)."}
+    )
+    max_target_length: int = field(
+        default=48, metadata={"help": "Summary tokens the decoder learns (truncated)."}
+    )
+    model_init_kwargs: dict[str, Any] | None = field(
+        default=None, metadata={"help": "Keywords for from_pretrained (filled from the model arguments)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("max_source_length", "max_target_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -25,6 +25,8 @@ from posttrain.countdown import (
     load_hub_warmstart,
 )
 from posttrain.dataset_names import (
+    CODESUM,
+    CODESUM_HUB,
     COUNTDOWN_HUB,
     GENRM,
     GSM8K,
@@ -152,6 +154,7 @@ def countdown_hub_sft_dataset(script_args, countdown_args):
 
 
 GSM8K_DEFAULT_TRAIN, GSM8K_DEFAULT_TEST = 2000, 200
+CODESUM_DEFAULT_TRAIN, CODESUM_DEFAULT_TEST = 2000, 200
 
 
 def load_sft_dataset(script_args, countdown_args):
@@ -175,6 +178,15 @@ def load_sft_dataset(script_args, countdown_args):
             script_args,
             n_train=script_args.dataset_max_train_rows or GSM8K_DEFAULT_TRAIN,
             n_test=script_args.dataset_max_test_rows or GSM8K_DEFAULT_TEST,
+            seed=countdown_args.countdown_data_seed,
+        )
+    if kind in (CODESUM, CODESUM_HUB):
+        from posttrain.codesum import codesum_sft_dataset
+
+        return codesum_sft_dataset(
+            script_args,
+            n_train=script_args.dataset_max_train_rows or CODESUM_DEFAULT_TRAIN,
+            n_test=script_args.dataset_max_test_rows or CODESUM_DEFAULT_TEST,
             seed=countdown_args.countdown_data_seed,
         )
     if kind == GENRM:  # built on this module's task splits, so it lives in posttrain.genrm (no import circle)

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 from posttrain.chat_data import FIXTURE_NAME, SMOLTALK_HUB_ID, ULTRAFEEDBACK_HUB_ID
+from posttrain.codesum import CODESUM_HUB_ID
+from posttrain.codesum import GENERATED as CODESUM_GENERATED
 from posttrain.countdown import COUNTDOWN_HUB_ID, WARMSTART_HUB
 from posttrain.gsm8k import GENERATED as GSM8K_GENERATED
 from posttrain.gsm8k import GSM8K_HUB_ID
@@ -23,6 +25,8 @@ ULTRAFEEDBACK = "ultrafeedback"  # prompts (RL) or preference pairs (DPO, reward
 PAIRS = "pairs"  # a preference folder written by `python -m posttrain.preferences`
 GSM8K = "gsm8k"  # grade-school word problems generated offline (posttrain.gsm8k)
 GSM8K_HUB = "gsm8k_hub"  # openai/gsm8k
+CODESUM = "codesum"  # Python functions and docstrings from the installed standard library (posttrain.codesum)
+CODESUM_HUB = "codesum_hub"  # CodeXGLUE code-to-text, Python
 REFINE = "refine"  # a Re:Fine prompt folder written by `python -m posttrain.synthetic`
 GENRM = "genrm"  # GenRM-CoT verification data: a folder written by `python -m posttrain.genrm`, or the hub's
 
@@ -59,6 +63,11 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     GSM8K: ((GSM8K_GENERATED,), f"{GSM8K_GENERATED!r} (grade-school word problems generated offline)"),
     GSM8K_HUB: ((GSM8K_HUB_ID,), f"{GSM8K_HUB_ID!r} (grade-school maths, needs the hub)"),
+    CODESUM: (
+        (CODESUM_GENERATED,),
+        f"{CODESUM_GENERATED!r} (functions and docstrings of the standard library)",
+    ),
+    CODESUM_HUB: ((CODESUM_HUB_ID,), f"{CODESUM_HUB_ID!r} (CodeXGLUE code-to-text, needs the hub)"),
     REFINE: (
         (),
         "a Re:Fine prompt folder written by `python -m posttrain.synthetic --task ... --output_dir <folder>`",
@@ -71,8 +80,18 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 # The kinds each recipe trains on; the first one is used when dataset_name is unset.
 RECIPE_KINDS: dict[str, tuple[str, ...]] = {
-    "SFT": (COUNTDOWN, WARMSTART_HUB_TRACES, COUNTDOWN_HUB, SMOLTALK, GENRM, GSM8K, GSM8K_HUB),
-    "RL": (COUNTDOWN, COUNTDOWN_HUB, ULTRAFEEDBACK, REFINE, GSM8K, GSM8K_HUB),
+    "SFT": (
+        COUNTDOWN,
+        WARMSTART_HUB_TRACES,
+        COUNTDOWN_HUB,
+        SMOLTALK,
+        GENRM,
+        GSM8K,
+        GSM8K_HUB,
+        CODESUM,
+        CODESUM_HUB,
+    ),
+    "RL": (COUNTDOWN, COUNTDOWN_HUB, ULTRAFEEDBACK, REFINE, GSM8K, GSM8K_HUB, CODESUM, CODESUM_HUB),
     "preference": (ULTRAFEEDBACK, PAIRS),
 }
 

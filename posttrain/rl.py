@@ -38,7 +38,16 @@ from posttrain.curves import (
     reward_rows,
 )
 from posttrain.data import is_heldout, train_tasks, validation_tasks
-from posttrain.dataset_names import COUNTDOWN, GSM8K, GSM8K_HUB, REFINE, ULTRAFEEDBACK, dataset_kind
+from posttrain.dataset_names import (
+    CODESUM,
+    CODESUM_HUB,
+    COUNTDOWN,
+    GSM8K,
+    GSM8K_HUB,
+    REFINE,
+    ULTRAFEEDBACK,
+    dataset_kind,
+)
 from posttrain.guidance import GuidedRollout, prompt_key
 from posttrain.length_guard import LengthCollapseGuard
 from posttrain.models import load_tokenizer, trained_template
@@ -70,12 +79,12 @@ logger = logging.getLogger(__name__)
 
 
 def rl_task(dataset_name: str | None) -> str:
-    """ "countdown" (generated or hub tasks), "ultrafeedback", "refine" (a Re:Fine prompt folder) or "gsm8k"
-    (generated or hub word problems); a name RL cannot train on raises DatasetNameError."""
+    """ "countdown" (generated or hub tasks), "ultrafeedback", "refine" (a Re:Fine prompt folder), "gsm8k"
+    (generated or hub word problems) or "codesum" (functions to summarise); a name RL cannot train on raises
+    DatasetNameError."""
     kind = dataset_kind(dataset_name, "RL")
-    return {ULTRAFEEDBACK: "ultrafeedback", REFINE: "refine", GSM8K: "gsm8k", GSM8K_HUB: "gsm8k"}.get(
-        kind, "countdown"
-    )
+    tasks = {ULTRAFEEDBACK: "ultrafeedback", REFINE: "refine", GSM8K: "gsm8k", GSM8K_HUB: "gsm8k"}
+    return {**tasks, CODESUM: "codesum", CODESUM_HUB: "codesum"}.get(kind, "countdown")
 
 
 def countdown_rl_rows(tasks: Sequence[Any], template: str) -> list[dict]:
@@ -165,8 +174,27 @@ def gsm8k_rl_rows(script_args: Any, countdown_args: Any) -> tuple[list[dict], di
     return out, {"task": "gsm8k", "data_source": script_args.dataset_name, "split": "train"}
 
 
+def codesum_rl_rows(script_args: Any, countdown_args: Any) -> tuple[list[dict], dict]:
+    """Functions of the train split: the conversational prompt and the `reference` summary the
+    code_summary reward reads."""
+    from posttrain.codesum import GENERATED, codesum_prompt, codesum_rows
+
+    rows = codesum_rows(
+        script_args.dataset_name or GENERATED,
+        "train",
+        script_args.dataset_max_train_rows or 1000,
+        seed=countdown_args.countdown_data_seed,
+        revision=script_args.dataset_revision,
+    )
+    out = [{"prompt": codesum_prompt(r["code"]), "reference": r["summary"]} for r in rows]
+    return out, {"task": "codesum", "data_source": script_args.dataset_name, "split": "train"}
+
+
 def build_rl_dataset(script_args: Any, countdown_args: Any) -> tuple[Any, dict]:
     """The training prompts and a description of where they came from (recorded in run_summary.json)."""
+    if rl_task(script_args.dataset_name) == "codesum":
+        rows, info = codesum_rl_rows(script_args, countdown_args)
+        return Dataset.from_list(rows), info
     if rl_task(script_args.dataset_name) == "gsm8k":
         rows, info = gsm8k_rl_rows(script_args, countdown_args)
         return Dataset.from_list(rows), info
@@ -243,6 +271,7 @@ START_HINTS = {
     "ultrafeedback": "run `make sft-smoltalk` first, or pass --model_name_or_path embedded",
     "refine": "pass --model_name_or_path embedded (or any chat model)",
     "gsm8k": "run `make sft-gsm8k` first, or pass --model_name_or_path embedded",
+    "codesum": "run `make sft-codesum` first, or pass --model_name_or_path embedded",
 }
 
 
@@ -276,7 +305,7 @@ def run_rl(
     )
     model_path = prepare_model_args(model_args, training_args)
     identity = run_identity(model_args, training_args, script_args, reward_args)
-    if task in ("countdown", "gsm8k"):  # countdown_data_seed draws the gsm8k problems too
+    if task in ("countdown", "gsm8k", "codesum"):  # countdown_data_seed draws their data too
         identity.update(run_identity(countdown_args))
     resume = resume_checkpoint(training_args, {"algo": algo, "task": task, **identity})
     dataset, data_info = build_rl_dataset(script_args, countdown_args)

@@ -276,20 +276,26 @@ def reward_problems(names: Sequence[str], weights: Sequence[float] | None) -> li
     return []
 
 
-TASK_NAMES = {"ultrafeedback": "UltraFeedback", "refine": "Re:Fine", "gsm8k": "grade-school maths"}
+TASK_NAMES = {
+    "ultrafeedback": "UltraFeedback",
+    "refine": "Re:Fine",
+    "gsm8k": "grade-school maths",
+    "codesum": "code summarisation",
+}
+FIX_BY_TASK = {
+    "gsm8k": "Use math (and format), e.g. reward_funcs: [math, format]",
+    "codesum": "Use code_summary, e.g. reward_funcs: [code_summary]",
+}
 
 
 def task_reward_problems(task: str | None, reward_names: Sequence[str]) -> list[str]:
     """Rewards that need columns these prompts lack crash after the first generation, so refuse them up front:
-    Countdown's (`target`, `nums`) off Countdown, `math` (`answer`) off grade-school maths."""
+    Countdown's (`target`, `nums`) off Countdown, `math` (`answer`) off grade-school maths, `code_summary`
+    (`reference`) off code summarisation."""
     problems = []
     wrong = [name for name in reward_names if name in COUNTDOWN_REWARDS]
     if task in TASK_NAMES and wrong:
-        fix = (
-            "Use math (and format), e.g. reward_funcs: [math, format]"
-            if task == "gsm8k"
-            else "Use reward_model or llm_judge (e.g. reward_funcs: [reward_model])"
-        )
+        fix = FIX_BY_TASK.get(task, "Use reward_model or llm_judge (e.g. reward_funcs: [reward_model])")
         problems.append(
             f"reward_funcs has {wrong}, which score Countdown answers against the `target` and `nums` columns, "
             f"but the prompts are {TASK_NAMES[task]} prompts (dataset_name), which have neither. {fix}, or leave "
@@ -299,6 +305,11 @@ def task_reward_problems(task: str | None, reward_names: Sequence[str]) -> list[
         problems.append(
             "reward_funcs has math, which checks each answer against the `answer` column; only grade-school maths "
             "prompts carry one (dataset_name: gsm8k or openai/gsm8k)."
+        )
+    if "code_summary" in reward_names and task != "codesum":
+        problems.append(
+            "reward_funcs has code_summary, which scores each summary against the `reference` column; only code "
+            "summarisation prompts carry one (dataset_name: codesum or google/code_x_glue_ct_code_to_text)."
         )
     return problems
 

@@ -1,7 +1,8 @@
 """The reward registry: one plain mapping from the names in ``reward_funcs`` to factories.
 
-A factory takes the reward's own settings as keywords and returns a TRL reward callable. The six fixed rewards
-(``countdown``, ``countdown_strict``, ``format``, ``answer_format``, ``tag_count``, ``math``) take none; ``overlong``,
+A factory takes the reward's own settings as keywords and returns a TRL reward callable. The seven fixed rewards
+(``countdown``, ``countdown_strict``, ``format``, ``answer_format``, ``tag_count``, ``math``, ``code_summary``)
+take none; ``overlong``,
 ``reward_model``, ``llm_judge``, ``length_window`` and ``patterns`` take theirs, which
 `rewards.config.RewardArguments.reward_settings` reads from the YAML (``overlong_*``, ``reward_model_*``,
 ``judge_*``, ``length_*``, ``patterns_*`` with the prefix dropped). Every callable has a
@@ -16,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from rewards.code_summary import code_summary_reward
 from rewards.countdown import countdown_reward, countdown_strict_reward
 from rewards.format import answer_format_reward, format_reward, tag_count_reward
 from rewards.judge import LLMJudgeReward
@@ -45,6 +47,7 @@ REWARDS: dict[str, RewardFactory] = {
     "answer_format": fixed(answer_format_reward),
     "tag_count": fixed(tag_count_reward),
     "math": fixed(math_reward),
+    "code_summary": fixed(code_summary_reward),
     "overlong": make_overlong_reward,
     "reward_model": make_reward_model_reward,
     "llm_judge": LLMJudgeReward,

@@ -123,3 +123,64 @@ def test_the_installed_standard_library_gives_real_data() -> None:
     for example in train + test:
         assert example.summary not in example.code
         assert not example.module.startswith("test.")
+
+
+def test_rows_keep_the_module_split_and_are_shuffled_reproducibly() -> None:
+    from posttrain.codesum import MAX_CODE_CHARS, codesum_rows
+
+    train = codesum_rows("codesum", "train", 300, seed=1)
+    test = codesum_rows("codesum", "test", 100, seed=1)
+    assert len(train) == 300 and len(test) == 100
+    module = lambda row: row["name"].rsplit(".", 1)[0]  # noqa: E731
+    assert {module(r) for r in train}.isdisjoint({module(r) for r in test})
+    assert all(is_test_module(module(r)) for r in test) and not any(is_test_module(module(r)) for r in train)
+    assert all(len(r["code"]) <= MAX_CODE_CHARS and r["summary"] not in r["code"] for r in train + test)
+    assert len({module(r) for r in test}) >= 10  # shuffled: not the first modules in path order
+    assert codesum_rows("codesum", "test", 100, seed=1) == test
+    assert codesum_rows("codesum", "test", 100, seed=2) != test
+    with pytest.raises(ValueError, match="split must be"):
+        codesum_rows("codesum", "validation", 3)
+    with pytest.raises(ValueError, match="at least one row"):
+        codesum_rows("codesum", "train", 0)
+
+
+def test_hub_code_loses_its_docstring() -> None:
+    from posttrain.codesum import _strip_hub_docstring
+
+    code = 'def add(a, b):\n    """Add a and b.\n\n    Returns the sum.\n    """\n    total = a + b\n    return total\n'
+    assert _strip_hub_docstring(code) == "def add(a, b):\n    total = a + b\n    return total\n"
+    assert _strip_hub_docstring("def f(x):\n    return x\n") == "def f(x):\n    return x\n"
+    assert _strip_hub_docstring("def broken(:\n") is None
+    assert _strip_hub_docstring("x = 1\ny = 2\n") is None
+
+
+def test_hub_data_offline_says_what_to_use() -> None:
+    from posttrain.codesum import codesum_rows
+
+    with pytest.raises(FileNotFoundError, match="dataset_name: codesum"):
+        codesum_rows("google/code_x_glue_ct_code_to_text", "test", 3)
+    with pytest.raises(ValueError, match="unknown code summarisation source"):
+        codesum_rows("someone/code", "test", 3)
+
+
+def test_sft_and_rl_data_are_conversational_with_the_reference() -> None:
+    from types import SimpleNamespace
+
+    from posttrain.data import load_sft_dataset
+    from posttrain.rl import build_rl_dataset, rl_task
+    from rewards.code_summary import code_summary_reward
+
+    script = SimpleNamespace(
+        dataset_name="codesum", dataset_revision=None, dataset_max_train_rows=12, dataset_max_test_rows=5
+    )
+    seeds = SimpleNamespace(countdown_data_seed=7)
+    data = load_sft_dataset(script, seeds)
+    assert (len(data["train"]), len(data["test"])) == (12, 5)
+    row = data["train"][0]
+    assert row["prompt"][0]["role"] == "user" and "```python\n" in row["prompt"][0]["content"]
+    assert row["completion"][0]["role"] == "assistant"
+    assert rl_task("codesum") == "codesum"
+    rl, info = build_rl_dataset(script, seeds)
+    assert info["task"] == "codesum" and set(rl.column_names) == {"prompt", "reference"}
+    # the reference is the SFT target: replying with it earns the full reward
+    assert code_summary_reward(rl["reference"][:3], reference=rl["reference"][:3]) == [1.0, 1.0, 1.0]

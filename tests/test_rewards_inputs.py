@@ -40,6 +40,7 @@ LIST_ARGUMENTS = {
     "length_window": ("completions", "source"),
     "patterns": ("completions",),
     "math": ("completions", "answer"),
+    "code_summary": ("completions", "reference"),
 }
 NOT_LISTS = st.one_of(
     st.none(),
@@ -153,6 +154,7 @@ def _batch(n: int, texts: list[str]) -> dict[str, Any]:
         "nums": [[1, 2]] * n,
         "source": [f"Rewrite this text number {i}" for i in range(n)],
         "answer": ["3"] * n,
+        "reference": ["Return the sum of two numbers."] * n,
     }
 
 
@@ -197,7 +199,7 @@ def test_a_batch_that_is_not_a_list_is_a_short_clear_error(
     name = data.draw(st.sampled_from(sorted(built)), label="reward")
     argument = data.draw(st.sampled_from(LIST_ARGUMENTS[name]), label="argument")
     assume(
-        not (argument in ("completion_ids", "source", "answer") and bad is None)
+        not (argument in ("completion_ids", "source", "answer", "reference") and bad is None)
     )  # optional: None means "not given"
     batch = {**_batch(2, ["<answer>1 + 2</answer>", "no answer"]), argument: bad}
     with pytest.raises((TypeError, ValueError)) as info:

@@ -32,6 +32,7 @@ def test_all_rewards_registered() -> None:
             "answer_format",
             "tag_count",
             "math",
+            "code_summary",
             "overlong",
             "reward_model",
             "llm_judge",
