@@ -184,3 +184,48 @@ def test_sft_and_rl_data_are_conversational_with_the_reference() -> None:
     assert info["task"] == "codesum" and set(rl.column_names) == {"prompt", "reference"}
     # the reference is the SFT target: replying with it earns the full reward
     assert code_summary_reward(rl["reference"][:3], reference=rl["reference"][:3]) == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.timeout(600)
+def test_tiny_sft_then_eval_and_compare(tiny_model_dir, tmp_path) -> None:
+    """recipes/sft/codesum.yaml as shipped (padding-free batches) on a tiny model, then eval.codesum before and
+    after and their paired comparison."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "sft"
+    cmd = [
+        sys.executable, str(repo / "recipes/sft/run.py"), "--config", "recipes/sft/codesum.yaml",
+        "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--dataset_max_train_rows", "12",
+        "--dataset_max_test_rows", "4", "--per_device_train_batch_size", "4", "--max_steps", "2",
+        "--save_steps", "1", "--report_to", "none", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["n_train"] == 12 and summary["args"]["training"]["padding_free"] is True
+
+    from eval.codesum import main as evaluate
+
+    for name, model in (("before", tiny_model_dir), ("after", out)):
+        evaluate(
+            [
+                "--model",
+                str(model),
+                "--n_examples",
+                "4",
+                "--max_new_tokens",
+                "6",
+                "--output_dir",
+                str(tmp_path / name),
+            ]
+        )
+    result = evaluate(
+        ["compare", str(tmp_path / "before"), str(tmp_path / "after"), "--output_dir", str(tmp_path)]
+    )
+    assert result["n_tasks"] == 4 and set(result["rouge_l"]) == {"before", "after", "difference", "ci95"}
+    assert (tmp_path / "results.md").read_text().count("| reference |") == 4
