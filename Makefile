@@ -72,7 +72,7 @@ help:
 	@echo "                      (tasks: recipes/refine/tasks/*.md; TASK=tldr INPUTS=tldr_fixture offline)"
 	@echo "make results          every run's summary.json as one table + runs/results.png"
 	@echo "make test             fast offline test suite;  make test-slow: the slow tests"
-	@echo "make bench            CPU benchmarks (reward throughput, SFT tokens/s); bench-rl: RL step time;"
+	@echo "make bench            reward throughput; SFT/DPO/GRPO tokens/s, memory, MFU (BENCH_ARGS=); bench-rl: RL step time;"
 	@echo "                      bench-leaderboard: leaderboard uploads/s, latency, scoring rate"
 	@echo "make lint             ruff"
 
@@ -438,8 +438,13 @@ sft-smoltalk: setup
 	$(LAUNCH) recipes/sft/run.py --config recipes/sft/smoltalk.yaml --model_name_or_path $(MODEL) \
 		--dataset_name $(CHAT_DATA) --output_dir $(SFT_SMOLTALK_DIR)/model $(ARGS)
 
+# Reward throughput, then training tokens/s, peak memory and MFU of SFT/DPO/GRPO variants side by side
+# (benchmarks/throughput.py: a 2-layer slice of Qwen2.5-0.5B's shape and the embedded model on CPU).
+# GPU: BENCH_ARGS="--layers 24 --steps 10 --batch_sizes 8 16 32 64".
+BENCH_ARGS ?=
 bench: setup
 	$(PY) benchmarks/cpu_throughput.py
+	$(PY) benchmarks/throughput.py $(BENCH_ARGS)
 
 # Uploads accepted/s, upload latency and submissions scored/s of the self-hosted leaderboard, on 127.0.0.1 only.
 bench-leaderboard: setup

@@ -1,4 +1,4 @@
-"""Per-step time of online RL (TRL GRPOTrainer and RLOOTrainer) on CPU: generation, reward scoring, update.
+"""Per-step time of online RL (TRL GRPOTrainer and RLOOTrainer): generation, reward scoring, update.
 
     python benchmarks/rl_step_time.py                        # embedded model, the Countdown CPU recipe's batch
     python benchmarks/rl_step_time.py --model runs/sft-countdown/model --steps 5
@@ -82,8 +82,11 @@ def make_step_timer():
 
 
 def run_algo(algo: str, args: argparse.Namespace, reward_names: list[str]) -> dict:
+    import torch
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    cuda = torch.cuda.is_available()
 
     config_cls, trainer_cls = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[algo]
     n_steps = args.warmup + args.steps
@@ -105,7 +108,8 @@ def run_algo(algo: str, args: argparse.Namespace, reward_names: list[str]) -> di
             report_to="none",
             disable_tqdm=True,
             bf16=args.bf16_used,
-            use_cpu=True,
+            use_cpu=not cuda,
+            **({"use_vllm": True, "vllm_mode": "colocate"} if getattr(args, "use_vllm", False) else {}),
             seed=0,
             model_init_kwargs={"dtype": "float32"},
         )
