@@ -176,6 +176,7 @@ def load_samples(run_dir: str | Path) -> list[dict]:
     for where, row in read_jsonl(path, "samples"):
         task = row.get("task") if isinstance(row, dict) else None
         ok = isinstance(task, dict) and isinstance(row.get("task_index"), int)
+        ok = ok and isinstance(row.get("completion"), str)
         ok = ok and all(isinstance(row.get(k), (int, float)) for k, _ in METRICS)
         if not ok or not all(isinstance(task.get(k), str) for k in ("name", "code", "reference")):
             raise ValueError(f"{where}: not a code summarisation sample (written by eval.codesum?)")

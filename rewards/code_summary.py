@@ -26,8 +26,14 @@ MAX_SCORED_CHARS = 1000
 
 @lru_cache(maxsize=1)
 def _scorer():
+    import sys
+
+    from absl import logging as absl_logging
     from rouge_score import rouge_scorer
 
+    # rouge-score imports absl, whose log handler keeps the sys.stderr of that moment; after a swap of sys.stderr
+    # (a test's capture, a server's redirect) it would write to a closed stream and take the process down.
+    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 

@@ -255,3 +255,14 @@ def test_precheck_refuses_the_summary_reward_off_code_prompts() -> None:
     (problem,) = task_reward_problems("gsm8k", ["math", "code_summary"])
     assert "`reference` column" in problem
     assert task_reward_problems("codesum", ["code_summary"]) == []
+
+
+def test_a_hub_model_offline_is_a_clear_error(tmp_path: Path) -> None:
+    proc = _run([
+        "recipes/seq2seq/run.py", "--config", "recipes/seq2seq/codet5_lora.yaml",
+        "--output_dir", str(tmp_path / "x"), "--report_to", "none",
+    ])  # fmt: skip
+    assert (
+        proc.returncode != 0 and "Salesforce/codet5-base" in proc.stderr and "make sft-codesum" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr

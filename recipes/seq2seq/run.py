@@ -38,11 +38,18 @@ logger = logging.getLogger(__name__)
 SEQ2SEQ_TASK_TYPE = "SEQ_2_SEQ_LM"
 
 
-def check_encoder_decoder(model_path: str, name: str) -> None:
-    """Stop with the recipe to use when the model is decoder-only."""
+def check_encoder_decoder(model_path: str, name: str, revision: str | None = None) -> None:
+    """Stop with the recipe to use when the model is decoder-only, or with what to do when it cannot be read."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_path)
+    try:
+        config = AutoConfig.from_pretrained(model_path, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"cannot read the config of model_name_or_path={name!r} ({type(exc).__name__}: {str(exc)[:200]}). "
+            "Hub models need the hub; offline, train the embedded decoder-only model with "
+            "recipes/sft/codesum.yaml (make sft-codesum), or pass a local encoder-decoder folder."
+        ) from None
     if not getattr(config, "is_encoder_decoder", False):
         raise SystemExit(
             f"model_name_or_path={name!r} is a decoder-only model ({config.model_type}); this recipe trains "
@@ -81,7 +88,9 @@ def main(
             f"lora_task_type: {SEQ2SEQ_TASK_TYPE} (set it in the YAML or pass --lora_task_type {SEQ2SEQ_TASK_TYPE})"
         )
     model_path = prepare_model_args(model_args, training_args)
-    check_encoder_decoder(model_path, model_args.model_name_or_path)
+    check_encoder_decoder(
+        model_path, model_args.model_name_or_path, training_args.model_init_kwargs.get("revision")
+    )
     resume = resume_checkpoint(training_args, run_identity(model_args, training_args, script_args))
 
     source = script_args.dataset_name or GENERATED
