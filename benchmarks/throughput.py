@@ -130,33 +130,6 @@ def build_qwen_shape(folder: Path, layers: int) -> Path:
     return folder
 
 
-def build_tiny(folder: Path) -> Path:
-    """A 2-layer, 64-wide Llama with the embedded tokenizer: for --loss_check's hundreds of steps on a CPU."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from posttrain.models import load_tokenizer
-
-    tokenizer = load_tokenizer("embedded")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def matmul_flops(config: Any) -> tuple[int, int]:
     """(parameters in matmuls, the LM head included; layers x hidden) of a decoder config."""
     h, layers = config.hidden_size, config.num_hidden_layers
@@ -571,7 +544,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from posttrain.models import resolve_model_name
+    from posttrain.models import build_tiny_llama, resolve_model_name
 
     global IN_PROCESS
     IN_PROCESS = args.in_process
@@ -592,7 +565,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"Qwen2.5-0.5B shape, {layers} layers",
                 )
             elif model == "tiny":
-                path, label = str(build_tiny(Path(folder) / "tiny")), "tiny Llama (2 x 64)"
+                path, label = (
+                    str(build_tiny_llama(Path(folder) / "tiny", hidden_size=64)),
+                    "tiny Llama (2 x 64)",
+                )
             else:
                 path, label = resolve_model_name(model), model
             for trainer_name in [t for t in args.trainers if t != "grpo"]:

@@ -26,7 +26,7 @@ from eval.paired import paired_bootstrap
 from posttrain.codesum import CODESUM_HUB_ID, GENERATED, codesum_prompt, codesum_rows
 from posttrain.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 from posttrain.sampling import SamplingParams, default_batch_size, generate
-from rewards.code_summary import rouge_l, summary_score
+from rewards.code_summary import length_factor, rouge_l
 
 MAX_SOURCE_TOKENS = 512
 
@@ -113,18 +113,20 @@ def evaluate_codesum(
     seconds = time.perf_counter() - started
     hypotheses = [" ".join(reply.split()) for reply in replies]  # one line, as the references are
     references = [r["summary"] for r in rows]
-    samples = [
-        {
-            "task_index": i,
-            "task": {"name": row["name"], "code": row["code"], "reference": row["summary"]},
-            "completion": reply,
-            "bleu": sentence_bleu(hypothesis, row["summary"]),
-            "rouge_l": rouge_l(row["summary"], hypothesis),
-            "reward": summary_score(hypothesis, row["summary"]),
-            "words": len(hypothesis.split()),
-        }
-        for i, (row, reply, hypothesis) in enumerate(zip(rows, replies, hypotheses, strict=True))
-    ]
+    samples = []
+    for i, (row, reply, hypothesis) in enumerate(zip(rows, replies, hypotheses, strict=True)):
+        rouge = rouge_l(row["summary"], hypothesis)
+        samples.append(
+            {
+                "task_index": i,
+                "task": {"name": row["name"], "code": row["code"], "reference": row["summary"]},
+                "completion": reply,
+                "bleu": sentence_bleu(hypothesis, row["summary"]),
+                "rouge_l": rouge,
+                "reward": rouge * length_factor(hypothesis),  # = code_summary's score, ROUGE-L computed once
+                "words": len(hypothesis.split()),
+            }
+        )
     n = len(samples)
     summary: dict[str, Any] = {
         "task": "codesum",

@@ -219,27 +219,6 @@ def codesum_prompt(code: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"{INSTRUCTION}\n\n```python\n{code}```"}]
 
 
-def codesum_sft_dataset(script_args, *, n_train: int, n_test: int, seed: int = 0):
-    """Train/test `DatasetDict` of conversational prompt-completion records (the summary as the reply)."""
-    from datasets import Dataset, DatasetDict
-
-    def records(split: str, n: int) -> list[dict]:
-        rows = codesum_rows(
-            script_args.dataset_name, split, n, seed=seed, revision=script_args.dataset_revision
-        )
-        return [
-            {
-                "prompt": codesum_prompt(r["code"]),
-                "completion": [{"role": "assistant", "content": r["summary"]}],
-            }
-            for r in rows
-        ]
-
-    return DatasetDict(
-        train=Dataset.from_list(records("train", n_train)), test=Dataset.from_list(records("test", n_test))
-    )
-
-
 def seq2seq_dataset(rows: list[dict], tokenizer, *, max_source_length: int, max_target_length: int):
     """Encoder-decoder features: input_ids / attention_mask from the code, labels from the summary (truncated;
     DataCollatorForSeq2Seq pads the labels with -100 and builds the decoder inputs from them)."""

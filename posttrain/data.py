@@ -153,8 +153,33 @@ def countdown_hub_sft_dataset(script_args, countdown_args):
     return _sft_splits(train, test, countdown_args)
 
 
-GSM8K_DEFAULT_TRAIN, GSM8K_DEFAULT_TEST = 2000, 200
-CODESUM_DEFAULT_TRAIN, CODESUM_DEFAULT_TEST = 2000, 200
+# Row counts of the generated/hub prompt-completion kinds (GSM8K, code summarisation) when no limit is set
+DEFAULT_TRAIN_ROWS, DEFAULT_TEST_ROWS = 2000, 200
+
+
+def prompt_completion_sft_dataset(
+    script_args,
+    rows: Callable[..., list[dict]],
+    prompt: Callable[[dict], list[dict]],
+    reply: str,
+    *,
+    seed: int,
+):
+    """Train/test `DatasetDict` of conversational prompt-completion records for a task whose
+    ``rows(dataset_name, split, n, seed=, revision=)`` gives dicts: ``prompt(row)`` is the user turn, the
+    row's ``reply`` field the assistant's. Row limits from `script_args`, else the defaults above."""
+    from datasets import Dataset, DatasetDict
+
+    def records(split: str, n: int) -> list[dict]:
+        found = rows(script_args.dataset_name, split, n, seed=seed, revision=script_args.dataset_revision)
+        return [
+            {"prompt": prompt(r), "completion": [{"role": "assistant", "content": r[reply]}]} for r in found
+        ]
+
+    return DatasetDict(
+        train=Dataset.from_list(records("train", script_args.dataset_max_train_rows or DEFAULT_TRAIN_ROWS)),
+        test=Dataset.from_list(records("test", script_args.dataset_max_test_rows or DEFAULT_TEST_ROWS)),
+    )
 
 
 def load_sft_dataset(script_args, countdown_args):
@@ -171,24 +196,17 @@ def load_sft_dataset(script_args, countdown_args):
         return warmstart_hub_sft_dataset(script_args, countdown_args)
     if kind == COUNTDOWN_HUB:
         return countdown_hub_sft_dataset(script_args, countdown_args)
+    seed = countdown_args.countdown_data_seed
     if kind in (GSM8K, GSM8K_HUB):
-        from posttrain.gsm8k import gsm8k_sft_dataset
+        from posttrain.gsm8k import gsm8k_prompt, gsm8k_rows
 
-        return gsm8k_sft_dataset(
-            script_args,
-            n_train=script_args.dataset_max_train_rows or GSM8K_DEFAULT_TRAIN,
-            n_test=script_args.dataset_max_test_rows or GSM8K_DEFAULT_TEST,
-            seed=countdown_args.countdown_data_seed,
-        )
+        prompt = lambda row: gsm8k_prompt(row["question"])  # noqa: E731
+        return prompt_completion_sft_dataset(script_args, gsm8k_rows, prompt, "solution", seed=seed)
     if kind in (CODESUM, CODESUM_HUB):
-        from posttrain.codesum import codesum_sft_dataset
+        from posttrain.codesum import codesum_prompt, codesum_rows
 
-        return codesum_sft_dataset(
-            script_args,
-            n_train=script_args.dataset_max_train_rows or CODESUM_DEFAULT_TRAIN,
-            n_test=script_args.dataset_max_test_rows or CODESUM_DEFAULT_TEST,
-            seed=countdown_args.countdown_data_seed,
-        )
+        prompt = lambda row: codesum_prompt(row["code"])  # noqa: E731
+        return prompt_completion_sft_dataset(script_args, codesum_rows, prompt, "summary", seed=seed)
     if kind == GENRM:  # built on this module's task splits, so it lives in posttrain.genrm (no import circle)
         raise ValueError(
             f"dataset_name={script_args.dataset_name!r} is GenRM verification data: load it with "

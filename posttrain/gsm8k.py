@@ -303,27 +303,6 @@ def gsm8k_rows(
     return rows
 
 
-def gsm8k_sft_dataset(script_args, *, n_train: int, n_test: int, seed: int = 0):
-    """Train/test `DatasetDict` of conversational prompt-completion records (the worked solution as the reply)."""
-    from datasets import Dataset, DatasetDict
-
-    def records(split: str, n: int) -> list[dict]:
-        rows = gsm8k_rows(
-            script_args.dataset_name, split, n, seed=seed, revision=script_args.dataset_revision
-        )
-        return [
-            {
-                "prompt": gsm8k_prompt(r["question"]),
-                "completion": [{"role": "assistant", "content": r["solution"]}],
-            }
-            for r in rows
-        ]
-
-    return DatasetDict(
-        train=Dataset.from_list(records("train", n_train)), test=Dataset.from_list(records("test", n_test))
-    )
-
-
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 

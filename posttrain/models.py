@@ -266,6 +266,36 @@ def load_causal_lm(name_or_path: str, revision: str | None = None, **kwargs: Any
         raise _hub_error(name_or_path, exc) from exc
 
 
+def build_tiny_llama(path: str | os.PathLike[str], hidden_size: int = 32) -> Path:
+    """Save a 2-layer Llama of ``hidden_size`` (random weights, seeded) with the embedded model's tokenizer and
+    chat template to ``path``: the fast stand-in of the tests and of the benchmarks' loss check."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    tokenizer = load_tokenizer(EMBEDDED_MODEL_NAME)
+    torch.manual_seed(0)
+    heads = max(1, hidden_size // 16)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return Path(path)
+
+
 if (
     __name__ == "__main__"
 ):  # `python -m posttrain.models`: materialise the embedded model (used by `make setup`)

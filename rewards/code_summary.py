@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from rewards.format import check_batch, completion_text
+from rewards.format import check_batch, check_lengths, completion_text
 from rewards.rules import window_score, word_count
 
 MIN_WORDS, MAX_WORDS = 3, 25
@@ -42,13 +42,15 @@ def rouge_l(reference: str, summary: str) -> float:
     return float(_scorer().score(reference, summary[:MAX_SCORED_CHARS])["rougeL"].fmeasure)
 
 
+def length_factor(summary: str) -> float:
+    """The length window's score of a summary's word count (0 at twice ``MAX_WORDS`` or more)."""
+    return window_score(word_count(summary), MIN_WORDS, MAX_WORDS)
+
+
 def summary_score(summary: str, reference: str) -> float:
-    """The reward of one summary: ROUGE-L F1 times the length window's score."""
-    words = word_count(summary)
-    window = window_score(words, MIN_WORDS, MAX_WORDS)
-    if window == 0.0:
-        return 0.0
-    return rouge_l(reference, summary.strip()) * window
+    """The reward of one summary: ROUGE-L F1 times the length window's score (ROUGE-L skipped where that is 0)."""
+    factor = length_factor(summary)
+    return 0.0 if factor == 0.0 else rouge_l(reference, summary.strip()) * factor
 
 
 def code_summary_reward(
@@ -61,10 +63,7 @@ def code_summary_reward(
             "docstring summary in it: dataset_name codesum); use another reward for these prompts"
         )
     check_batch("code_summary", completions=completions, reference=reference)
-    if len(reference) != len(completions):
-        raise ValueError(
-            f"code_summary reward: got {len(completions)} completions but {len(reference)} references"
-        )
+    check_lengths("code_summary", completions, references=reference)
     scores = []
     for completion, gold in zip(completions, reference, strict=True):
         if not isinstance(gold, str):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from rewards.format import check_batch, completion_text, extract_answer
+from rewards.format import check_batch, check_lengths, completion_text, extract_answer
 
 __all__ = [
     "completion_text",
@@ -265,12 +265,7 @@ def _batch(
     check_batch(
         "countdown_strict" if strict else "countdown", completions=completions, target=target, nums=nums
     )
-    # A length mismatch is a caller/config bug (not model output), so it is loud rather than silently zero.
-    if len(target) != len(completions) or len(nums) != len(completions):
-        raise ValueError(
-            f"countdown reward: got {len(completions)} completions but {len(target)} targets "
-            f"and {len(nums)} nums rows"
-        )
+    check_lengths("countdown", completions, targets=target, **{"nums rows": nums})
     return [
         score(completion_text(c), t, n, strict=strict)
         for c, t, n in zip(completions, target, nums, strict=True)

@@ -29,6 +29,14 @@ def check_batch(reward: str, **batches: Any) -> None:
             )
 
 
+def check_lengths(reward: str, completions: Sequence[Any], **columns: Sequence[Any]) -> None:
+    """ValueError unless every column has one entry per completion: a mismatch is a caller or config bug, not
+    model output, so it is loud rather than silently zero. Keys are the columns' plural names in the message."""
+    if any(len(column) != len(completions) for column in columns.values()):
+        counts = " and ".join(f"{len(column)} {name}" for name, column in columns.items())
+        raise ValueError(f"{reward} reward: got {len(completions)} completions but {counts}")
+
+
 def content_text(content: Any) -> str:
     """Message content as text: plain strings, or multimodal-style lists of ``{"type": "text", "text": ...}``."""
     if isinstance(content, str):

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from rewards.format import check_batch, completion_text, extract_answer
+from rewards.format import check_batch, check_lengths, completion_text, extract_answer
 
 MAX_ANSWER_CHARS = 200
 TIMEOUT_S = 3
@@ -71,8 +71,7 @@ def math_reward(
             "use another reward for these prompts"
         )
     check_batch("math", completions=completions, answer=answer)
-    if len(answer) != len(completions):
-        raise ValueError(f"math reward: got {len(completions)} completions but {len(answer)} answers")
+    check_lengths("math", completions, answers=answer)
     scores = []
     for completion, gold in zip(completions, answer, strict=True):
         given = final_answer(completion_text(completion))

@@ -19,36 +19,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def build_tiny_model(path: Path) -> Path:
-    """Save a 2-layer, 32-wide Llama with SmolLM2's tokenizer and chat template to `path`."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from posttrain.models import load_tokenizer
-
-    tokenizer = load_tokenizer("embedded")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """Every test starts offline again, even after an earlier test changed the variables."""
@@ -58,7 +28,9 @@ def _offline(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    from posttrain.models import build_tiny_llama  # a 2-layer, 32-wide Llama with SmolLM2's tokenizer
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), hidden_size=32)
 
 
 @pytest.fixture(scope="session")
