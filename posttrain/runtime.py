@@ -303,6 +303,26 @@ class Trained:
     after: dict | None = None
 
 
+def _finished_checkpoint(trainer, resume: str | None):
+    """A TrainOutput for a checkpoint already at max_steps, its weights loaded; None when training is left to do.
+
+    transformers resumed at max_steps still trains one more step (the stop is checked after a step), so a
+    re-launched finished run would change its model. DeepSpeed and FSDP checkpoints load only inside `train`.
+    """
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    step = _checkpoint_step(resume) if resume else None
+    max_steps = trainer.args.max_steps
+    if step is None or max_steps <= 0 or step < max_steps or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        return None
+    trainer._load_from_checkpoint(resume)
+    trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+    finals = [log for log in trainer.state.log_history if "train_loss" in log]  # the finished run's own metrics
+    metrics = {k: v for k, v in finals[-1].items() if k != "step"} if finals else {"epoch": trainer.state.epoch}
+    return TrainOutput(step, metrics.get("train_loss", float("nan")), metrics)
+
+
 def train(
     trainer,
     resume: str | None,
@@ -316,7 +336,7 @@ def train(
     gone) or `evaluate_before` is False, before it too.
     """
     before = evaluate(trainer) if evaluate is not None and evaluate_before and resume is None else None
-    train_result = trainer.train(resume_from_checkpoint=resume)
+    train_result = _finished_checkpoint(trainer, resume) or trainer.train(resume_from_checkpoint=resume)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_state()
     after = evaluate(trainer) if evaluate is not None else None

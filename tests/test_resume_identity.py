@@ -140,3 +140,20 @@ def test_resume_with_the_same_settings_reaches_the_trainer(algo, trained, tiny_m
     _stop_at_trainer(module, algo, monkeypatch)
     with pytest.raises(_ReachedTrainer):
         module.main(*args)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "dpo"])
+def test_relaunching_a_finished_run_trains_no_further_step(algo, trained, tiny_model_dir):
+    """transformers resumed at max_steps trains one more step; the finished weights must come back unchanged."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = trained(algo)
+    finished = load_file(out / "checkpoint-1" / "model.safetensors")
+    module, args = _launch(algo, tiny_model_dir, out)  # the same settings, max_steps 1 again
+    module.main(*args)
+    assert not (out / "checkpoint-2").exists()
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
+    saved = load_file(out / "model.safetensors")
+    shared = finished.keys() & saved.keys()
+    assert shared and all(torch.equal(finished[k], saved[k]) for k in shared)
