@@ -260,7 +260,8 @@ DPO_MODEL ?= $(SFT_SMOLTALK_MODEL)
 # recipes/dpo/ultrafeedback_ipo.yaml (IPO) or recipes/dpo/ultrafeedback_lora.yaml (LoRA); each writes its own folder.
 DPO_CONFIG ?= recipes/dpo/ultrafeedback.yaml
 DPO_OUTPUT ?= $(RUNS)/dpo-$(subst _,-,$(basename $(notdir $(DPO_CONFIG))))/model
-RM_MODEL ?= $(MODEL)
+# The reward model starts from the chat SFT model (as InstructGPT's does): it already reads the fixture's tasks.
+RM_MODEL ?= $(SFT_SMOLTALK_MODEL)
 DPO_COUNTDOWN_DIR := $(RUNS)/dpo-countdown
 DPO_COUNTDOWN_MODEL ?= $(SFT_COUNTDOWN_DIR)/model
 # On-policy pairs: PAIRS_PROMPTS training prompts x PAIRS_K samples at PAIRS_TEMPERATURE; the offset skips the
@@ -284,7 +285,7 @@ dpo-ultrafeedback: setup $(if $(filter $(SFT_SMOLTALK_MODEL),$(DPO_MODEL)),$(SFT
 		--output_dir $(DPO_OUTPUT) $(ARGS)
 
 # The judge probes run right after training; a failed probe prints a warning panel but never fails the target.
-rm-ultrafeedback: setup
+rm-ultrafeedback: setup $(if $(filter $(SFT_SMOLTALK_MODEL),$(RM_MODEL)),$(SFT_SMOLTALK_MODEL)/run_summary.json)
 	$(LAUNCH) recipes/reward/run.py --config recipes/reward/ultrafeedback.yaml --model_name_or_path $(RM_MODEL) \
 		--output_dir $(RUNS)/rm-ultrafeedback/model $(ARGS)
 	$(PY) -m eval.judge_probes --rm $(RUNS)/rm-ultrafeedback/model \

@@ -48,23 +48,35 @@ def replay_run(summary: dict[str, Any]) -> tuple[list, list[int], int]:
     from posttrain.data import train_tasks
 
     if summary.get("task") != "countdown" or summary.get("data_source") != "generated":
-        raise SeenPromptsError("only runs on generated Countdown tasks can be replayed (data_source: generated)")
+        raise SeenPromptsError(
+            "only runs on generated Countdown tasks can be replayed (data_source: generated)"
+        )
     if summary.get("num_processes", 1) != 1:
-        raise SeenPromptsError(f"num_processes is {summary['num_processes']}: only single-process runs are replayed")
+        raise SeenPromptsError(
+            f"num_processes is {summary['num_processes']}: only single-process runs are replayed"
+        )
     if summary.get("resumed_from"):
-        raise SeenPromptsError(f"the run resumed from {summary['resumed_from']}: its sampler order was not one pass")
+        raise SeenPromptsError(
+            f"the run resumed from {summary['resumed_from']}: its sampler order was not one pass"
+        )
     args = summary["args"]
     training = args["training"]
     if not training.get("shuffle_dataset", True):
         raise SeenPromptsError("shuffle_dataset is false: this replays the shuffled order only")
-    countdown = CountdownArguments(**{k: v for k, v in args["countdown"].items() if k in CountdownArguments.__dataclass_fields__})
-    tasks = train_tasks(countdown.countdown_train_size, seed=countdown.countdown_data_seed, **countdown.generator_kwargs())
+    countdown = CountdownArguments(
+        **{k: v for k, v in args["countdown"].items() if k in CountdownArguments.__dataclass_fields__}
+    )
+    tasks = train_tasks(
+        countdown.countdown_train_size, seed=countdown.countdown_data_seed, **countdown.generator_kwargs()
+    )
     max_rows = args["script"].get("dataset_max_train_rows")
     tasks = tasks[:max_rows] if max_rows else tasks
     order = sampler_order(len(tasks), training["seed"])
     n_seen = seen_prompt_count(training, len(tasks))
     if n_seen >= len(tasks):
-        raise SeenPromptsError(f"the run drew all {len(tasks)} training prompts: no unseen prompts are left to compare")
+        raise SeenPromptsError(
+            f"the run drew all {len(tasks)} training prompts: no unseen prompts are left to compare"
+        )
     return tasks, order, n_seen
 
 
@@ -81,14 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--start", required=True, help="the RL run's start model")
     parser.add_argument("--trained", required=True, help="the RL run's output folder (with run_summary.json)")
-    parser.add_argument("--n", type=int, default=160, help="prompts per set (seen, unseen); at most the seen count")
+    parser.add_argument(
+        "--n", type=int, default=160, help="prompts per set (seen, unseen); at most the seen count"
+    )
     parser.add_argument("--output_dir", default=None, help="default: <trained>/../seen-prompts")
     parser.add_argument("--max_new_tokens", type=int, default=48)
     args = parser.parse_args(argv)
 
     summary_path = Path(args.trained) / "run_summary.json"
     if not summary_path.is_file():
-        parser.error(f"--trained {args.trained}: no run_summary.json there (is it an RL run's output folder?)")
+        parser.error(
+            f"--trained {args.trained}: no run_summary.json there (is it an RL run's output folder?)"
+        )
     try:
         tasks, order, n_seen = replay_run(json.loads(summary_path.read_text()))
     except SeenPromptsError as exc:
@@ -104,14 +120,29 @@ def main(argv: list[str] | None = None) -> int:
         for label, model in (("start", args.start), ("trained", args.trained)):
             dirs[label] = out / f"{name}-{label}"
             eval_countdown(
-                ["--model", model, "--tasks_file", str(out / f"{name}.jsonl"), "--n_tasks", str(n),
-                 "--max_new_tokens", str(args.max_new_tokens), "--output_dir", str(dirs[label]), "--no_progress"]
+                [
+                    "--model",
+                    model,
+                    "--tasks_file",
+                    str(out / f"{name}.jsonl"),
+                    "--n_tasks",
+                    str(n),
+                    "--max_new_tokens",
+                    str(args.max_new_tokens),
+                    "--output_dir",
+                    str(dirs[label]),
+                    "--no_progress",
+                ]
             )
         result = compare_dirs(dirs["start"], dirs["trained"])
         rows.append({"set": name, **result})
         print(format_result(result, label=f"{name} prompts: trained - start"))
-    (out / "seen_prompts.json").write_text(json.dumps({"n_seen": n_seen, "n": n, "rows": rows}, indent=2) + "\n")
-    print(f"{n_seen} of {len(tasks)} training prompts were drawn; {n} per set compared -> {out}/seen_prompts.json")
+    (out / "seen_prompts.json").write_text(
+        json.dumps({"n_seen": n_seen, "n": n, "rows": rows}, indent=2) + "\n"
+    )
+    print(
+        f"{n_seen} of {len(tasks)} training prompts were drawn; {n} per set compared -> {out}/seen_prompts.json"
+    )
     return 0
 
 

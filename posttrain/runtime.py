@@ -314,12 +314,22 @@ def _finished_checkpoint(trainer, resume: str | None):
 
     step = _checkpoint_step(resume) if resume else None
     max_steps = trainer.args.max_steps
-    if step is None or max_steps <= 0 or step < max_steps or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+    if (
+        step is None
+        or max_steps <= 0
+        or step < max_steps
+        or trainer.is_deepspeed_enabled
+        or trainer.is_fsdp_enabled
+    ):
         return None
     trainer._load_from_checkpoint(resume)
     trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
-    finals = [log for log in trainer.state.log_history if "train_loss" in log]  # the finished run's own metrics
-    metrics = {k: v for k, v in finals[-1].items() if k != "step"} if finals else {"epoch": trainer.state.epoch}
+    finals = [
+        log for log in trainer.state.log_history if "train_loss" in log
+    ]  # the finished run's own metrics
+    metrics = (
+        {k: v for k, v in finals[-1].items() if k != "step"} if finals else {"epoch": trainer.state.epoch}
+    )
     return TrainOutput(step, metrics.get("train_loss", float("nan")), metrics)
 
 

@@ -17,8 +17,15 @@ import rl_seen_prompts  # noqa: E402
 
 
 def _training(**overrides):
-    base = dict(generation_batch_size=32, num_generations=8, steps_per_generation=1, num_iterations=1,
-                max_steps=40, seed=42, shuffle_dataset=True)
+    base = dict(
+        generation_batch_size=32,
+        num_generations=8,
+        steps_per_generation=1,
+        num_iterations=1,
+        max_steps=40,
+        seed=42,
+        shuffle_dataset=True,
+    )
     return {**base, **overrides}
 
 
@@ -37,11 +44,17 @@ def test_the_replayed_prompts_are_those_trl_repeat_sampler_draws(n_train: int, o
     per_batch = training["generation_batch_size"] // training["num_generations"]
     repeat = training["steps_per_generation"] * training["num_iterations"]
     sampler = RepeatSampler(
-        data_source=range(n_train), mini_repeat_count=training["num_generations"], batch_size=per_batch,
-        repeat_count=repeat, shuffle=True, seed=training["seed"],
+        data_source=range(n_train),
+        mini_repeat_count=training["num_generations"],
+        batch_size=per_batch,
+        repeat_count=repeat,
+        shuffle=True,
+        seed=training["seed"],
     )
     n_batches = -(-training["max_steps"] // repeat)
-    drawn = list(itertools.islice(iter(sampler), n_batches * per_batch * training["num_generations"] * repeat))
+    drawn = list(
+        itertools.islice(iter(sampler), n_batches * per_batch * training["num_generations"] * repeat)
+    )
     n_seen = rl_seen_prompts.seen_prompt_count(training, n_train)
     order = rl_seen_prompts.sampler_order(n_train, training["seed"])
     assert n_seen == min(n_batches * per_batch, n_train)
@@ -50,11 +63,24 @@ def test_the_replayed_prompts_are_those_trl_repeat_sampler_draws(n_train: int, o
 
 
 def _summary(**overrides) -> dict:
-    countdown = dict(countdown_train_size=64, countdown_data_seed=7, countdown_num_numbers=[3], countdown_min_number=1,
-                     countdown_max_number=30, countdown_min_target=10, countdown_max_target=100)
-    base = dict(task="countdown", data_source="generated", num_processes=1, resumed_from=None,
-                args=dict(training=_training(max_steps=4), countdown=countdown,
-                          script=dict(dataset_max_train_rows=None)))
+    countdown = dict(
+        countdown_train_size=64,
+        countdown_data_seed=7,
+        countdown_num_numbers=[3],
+        countdown_min_number=1,
+        countdown_max_number=30,
+        countdown_min_target=10,
+        countdown_max_target=100,
+    )
+    base = dict(
+        task="countdown",
+        data_source="generated",
+        num_processes=1,
+        resumed_from=None,
+        args=dict(
+            training=_training(max_steps=4), countdown=countdown, script=dict(dataset_max_train_rows=None)
+        ),
+    )
     return {**base, **overrides}
 
 
