@@ -51,7 +51,7 @@ help:
 	@echo "make sft-smoltalk     chat SFT on smol-smoltalk (CHAT_DATA=$(CHAT_DATA)), held-out loss before/after"
 	@echo "make eval-countdown   MODEL=path-or-name: greedy accuracy on held-out Countdown tasks"
 	@echo "make dpo-ultrafeedback DPO on UltraFeedback from runs/sft-smoltalk/model (DPO_MODEL=embedded: no SFT)"
-	@echo "make rm-ultrafeedback  Bradley-Terry reward model on UltraFeedback -> runs/rm-ultrafeedback/model"
+	@echo "make rm-ultrafeedback  Bradley-Terry reward model from runs/sft-smoltalk/model -> runs/rm-ultrafeedback/model"
 	@echo "make dpo-countdown     on-policy pairs from runs/sft-countdown/model -> DPO -> held-out accuracy"
 	@echo "make tts-countdown     test-time compute: best-of-N / first-verified with a verifier, accuracy vs N (MODEL=)"
 	@echo "make rft-countdown     rejection-sampling fine-tuning rounds from runs/sft-countdown/model (the RL baseline)"
