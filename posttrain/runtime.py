@@ -324,9 +324,8 @@ def _finished_checkpoint(trainer, resume: str | None):
         return None
     trainer._load_from_checkpoint(resume)
     trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
-    finals = [
-        log for log in trainer.state.log_history if "train_loss" in log
-    ]  # the finished run's own metrics
+    # the finished run's own train metrics, as its first launch logged them
+    finals = [log for log in trainer.state.log_history if "train_loss" in log]
     metrics = (
         {k: v for k, v in finals[-1].items() if k != "step"} if finals else {"epoch": trainer.state.epoch}
     )
