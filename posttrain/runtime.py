@@ -313,14 +313,9 @@ def _finished_checkpoint(trainer, resume: str | None):
     from transformers.trainer_utils import TrainOutput
 
     step = _checkpoint_step(resume) if resume else None
-    max_steps = trainer.args.max_steps
-    if (
-        step is None
-        or max_steps <= 0
-        or step < max_steps
-        or trainer.is_deepspeed_enabled
-        or trainer.is_fsdp_enabled
-    ):
+    if step is None or not 0 < trainer.args.max_steps <= step:
+        return None
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         return None
     trainer._load_from_checkpoint(resume)
     trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
