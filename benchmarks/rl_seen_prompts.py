@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", default=None, help="default: <trained>/../seen-prompts")
     parser.add_argument("--max_new_tokens", type=int, default=48)
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n {args.n}: compare at least 1 prompt per set")
 
     summary_path = Path(args.trained) / "run_summary.json"
     if not summary_path.is_file():

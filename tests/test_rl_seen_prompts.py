@@ -119,3 +119,9 @@ def test_a_folder_without_run_summary_is_a_clear_error(tmp_path: Path, capsys) -
     with pytest.raises(SystemExit):
         rl_seen_prompts.main(["--start", "embedded", "--trained", str(tmp_path)])
     assert "no run_summary.json" in capsys.readouterr().err
+
+
+def test_a_set_size_below_one_is_a_clear_error(capsys) -> None:
+    with pytest.raises(SystemExit):
+        rl_seen_prompts.main(["--start", "embedded", "--trained", "x", "--n", "0"])
+    assert "--n 0" in capsys.readouterr().err
