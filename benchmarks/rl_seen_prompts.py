@@ -89,6 +89,7 @@ def write_tasks(path: Path, tasks: list) -> None:
 def main(argv: list[str] | None = None) -> int:
     from eval.countdown import main as eval_countdown
     from eval.paired import compare_dirs, format_result
+    from posttrain.io import atomic_write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--start", required=True, help="the RL run's start model")
@@ -139,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         result = compare_dirs(dirs["start"], dirs["trained"])
         rows.append({"set": name, **result})
         print(format_result(result, label=f"{name} prompts: trained - start"))
-    (out / "seen_prompts.json").write_text(
-        json.dumps({"n_seen": n_seen, "n": n, "rows": rows}, indent=2) + "\n"
-    )
+    atomic_write_json(out / "seen_prompts.json", {"n_seen": n_seen, "n": n, "rows": rows})
     print(
         f"{n_seen} of {len(tasks)} training prompts were drawn; {n} per set compared -> {out}/seen_prompts.json"
     )
