@@ -16,6 +16,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,7 +46,7 @@ def sampler_order(n_train: int, seed: int) -> list[int]:
 def replay_run(summary: dict[str, Any]) -> tuple[list, list[int], int]:
     """(training tasks, their sampler order, how many of them the run drew), from a run's run_summary.json."""
     from posttrain.configs import CountdownArguments
-    from posttrain.data import train_tasks
+    from posttrain.rl import countdown_rl_tasks
 
     if summary.get("task") != "countdown" or summary.get("data_source") != "generated":
         raise SeenPromptsError(
@@ -66,9 +67,8 @@ def replay_run(summary: dict[str, Any]) -> tuple[list, list[int], int]:
     countdown = CountdownArguments(
         **{k: v for k, v in args["countdown"].items() if k in CountdownArguments.__dataclass_fields__}
     )
-    tasks = train_tasks(
-        countdown.countdown_train_size, seed=countdown.countdown_data_seed, **countdown.generator_kwargs()
-    )
+    script = SimpleNamespace(dataset_name=args["script"].get("dataset_name"), dataset_revision=None)
+    tasks, _ = countdown_rl_tasks(script, countdown)  # the tasks the RL recipe built
     max_rows = args["script"].get("dataset_max_train_rows")
     tasks = tasks[:max_rows] if max_rows else tasks
     order = sampler_order(len(tasks), training["seed"])

@@ -191,12 +191,11 @@ def test_tiny_sft_then_eval_and_compare(tiny_model_dir, tmp_path) -> None:
     """recipes/sft/codesum.yaml as shipped (padding-free batches) on a tiny model, then eval.codesum before and
     after and their paired comparison."""
     import json
-    import os
-    import subprocess
     import sys
 
+    from tests.conftest import run_command
+
     repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "sft"
     cmd = [
         sys.executable, str(repo / "recipes/sft/run.py"), "--config", "recipes/sft/codesum.yaml",
@@ -204,8 +203,7 @@ def test_tiny_sft_then_eval_and_compare(tiny_model_dir, tmp_path) -> None:
         "--dataset_max_test_rows", "4", "--per_device_train_batch_size", "4", "--max_steps", "2",
         "--save_steps", "1", "--report_to", "none", "--disable_tqdm", "true",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=500)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_command(cmd, timeout=500)
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["n_train"] == 12 and summary["args"]["training"]["padding_free"] is True
 

@@ -200,12 +200,12 @@ def test_hub_data_offline_says_what_to_use(monkeypatch) -> None:
 @pytest.mark.timeout(600)
 def test_tiny_sft_then_eval_and_paired(tiny_model_dir, tmp_path) -> None:
     import json
-    import subprocess
     import sys
     from pathlib import Path
 
+    from tests.conftest import run_command
+
     repo = Path(__file__).resolve().parent.parent
-    env = {**__import__("os").environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "sft"
     cmd = [
         sys.executable, str(repo / "recipes/sft/run.py"), "--config", "recipes/sft/gsm8k.yaml",
@@ -213,8 +213,7 @@ def test_tiny_sft_then_eval_and_paired(tiny_model_dir, tmp_path) -> None:
         "--dataset_max_test_rows", "4", "--per_device_train_batch_size", "4", "--max_steps", "2",
         "--save_steps", "1", "--report_to", "none", "--disable_tqdm", "true",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=500)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_command(cmd, timeout=500)
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["recipe"] == "sft" and summary["n_train"] == 16
 
@@ -255,13 +254,12 @@ def test_eval_refuses_bad_options() -> None:
 @pytest.mark.timeout(600)
 def test_tiny_grpo_on_word_problems(tiny_model_dir, tmp_path) -> None:
     import json
-    import os
-    import subprocess
     import sys
     from pathlib import Path
 
+    from tests.conftest import run_command
+
     repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "grpo"
     cmd = [
         sys.executable, str(repo / "recipes/grpo/run.py"), "--config", "recipes/grpo/gsm8k.yaml",
@@ -269,8 +267,7 @@ def test_tiny_grpo_on_word_problems(tiny_model_dir, tmp_path) -> None:
         "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "8",
         "--max_steps", "2", "--save_steps", "1", "--report_to", "none", "--disable_tqdm", "true",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=500)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_command(cmd, timeout=500)
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["task"] == "gsm8k" and summary["reward_funcs"] == ["math", "format"]
     rows = [json.loads(line) for line in (out / "reward_curve.jsonl").read_text().splitlines()]

@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_command as run
+
 REPO = Path(__file__).resolve().parent.parent
 SFT = REPO / "recipes/sft/run.py"
-
-
-def run(cmd: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (
-        f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    )
-    return proc
 
 
 def sft_args(model: Path, out: Path, config: str = "recipes/sft/countdown.yaml", **overrides) -> list[str]:
