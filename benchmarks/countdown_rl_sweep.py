@@ -17,7 +17,7 @@ Variant keys (comma separated key=value):
   guided (1: a known solution joins GRPO groups with no correct sample), greedy (1: the greedy answer is the
   first member of every GRPO group), lora, seed,
   rounds, k (RFT/DPO samples per prompt), n (RFT/DPO prompts per round), epochs, gt (RFT: 1 adds the solutions
-  of the prompts no sample solved)
+  of the prompts no sample solved), sft_loss (sft/rft: TRL SFTConfig loss_type, nll | dft = Dynamic Fine-Tuning)
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ DEFAULTS: dict[str, Any] = dict(
     n=512,
     epochs=1.0,
     gt=0,
+    sft_loss="nll",
 )
+SFT_LOSSES = ("nll", "dft")  # TRL SFTConfig.loss_type values the sweep's SFT steps take
 CASTS: dict[str, Any] = {k: type(v) for k, v in DEFAULTS.items()}
 TRAIN_SEED = 4321  # the RL recipes' countdown_data_seed: other puzzles than the SFT data
 DIRECT_MAX_NEW_TOKENS = 32  # direct answers are <= 20 tokens
@@ -70,6 +72,10 @@ def parse_variant(text: str) -> dict[str, Any]:
         if not sep or key not in CASTS:
             raise SystemExit(f"--variant {text!r}: {item!r} is not key=value with a key from {sorted(CASTS)}")
         spec[key] = CASTS[key](float(value) if CASTS[key] is int else value)
+    if spec["sft_loss"] not in SFT_LOSSES:
+        raise SystemExit(
+            f"--variant {text!r}: sft_loss must be one of {SFT_LOSSES}, not {spec['sft_loss']!r}"
+        )
     return spec
 
 
@@ -265,6 +271,7 @@ def sft_on(
         num_train_epochs=spec["epochs"],
         per_device_train_batch_size=8,
         learning_rate=spec["lr"],
+        loss_type=spec["sft_loss"],
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=2,
         max_length=512,

@@ -37,6 +37,9 @@ def test_every_documented_key_parses(sweep):
     assert sweep.parse_variant("algo=sft,n=256")["algo"] in sweep.ALGOS
     with pytest.raises(SystemExit, match="not key=value"):
         sweep.parse_variant("greediness=1")
+    assert sweep.parse_variant("algo=sft,sft_loss=dft")["sft_loss"] == "dft"
+    with pytest.raises(SystemExit, match="sft_loss must be one of"):
+        sweep.parse_variant("algo=sft,sft_loss=mse")
 
 
 def test_start_style_and_ground_truth_follow_the_start_model(sweep, tmp_path):
