@@ -33,8 +33,10 @@ candidates scored and failed, the prompts none of whose candidates could be scor
 sample, and the command exits non-zero until a re-run scores them), the mean chosen score against the mean
 candidate score; ``best_of.jsonl`` has each prompt's candidates, scores and chosen index.
 
-Costs are paid once: generations are cached in ``<output_dir>/generations/`` (keyed by model, revision, a
-fingerprint of a local model folder's config, weight and tokenizer files, sampling parameters and prompts) and rewards in an append-only cache keyed by (endpoint model, messages)
+Costs are paid once: generations are cached in ``--generation_cache`` (default ``<output_root>/generations/``,
+shared by every comparison under that root, so the reference answers once for all the policies; keyed by model,
+revision, a fingerprint of a local model folder's config, weight and tokenizer files, sampling parameters and
+prompts) and rewards in an append-only cache keyed by (endpoint model, messages)
 (``--reward_cache``), so re-running the same command after a crash, a kill or a partial failure only does the
 missing work. The API key is read from the environment variable named by ``--api_key_env`` and is never
 printed or saved.
@@ -612,6 +614,7 @@ def evaluate_winrate(
     picker: RewardClient | None = None,
     picker_max_tokens: int | None = None,
     picker_description: dict[str, Any] | None = None,
+    generation_cache: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Probe the judge, generate (or reuse), score, write ``results.jsonl`` and ``summary.json``; return the
     summary.
@@ -624,7 +627,8 @@ def evaluate_winrate(
     the judge: a reward model available at test time picks, an independent judge scores the pick.
 
     ``responses`` (``{"policy": [...], "reference": [...]}``) skips generation, for callers that already
-    hold the answers. ``judge`` describes the endpoint (`eval.judge_probes.describe_judge`; default: from the
+    hold the answers; the generated ones are cached in ``generation_cache`` (default ``<output_dir>/generations``:
+    the files are content-addressed, so one folder can serve many runs). ``judge`` describes the endpoint (`eval.judge_probes.describe_judge`; default: from the
     client's model id and URL). Unless ``run_judge_probes`` is False, the judge sanity probes
     (`eval.judge_probes`, default set unless ``probes``) are scored first through the same client, cut to the
     same token limit; with ``stop_on_probe_failure`` a failed probe raises `JudgeProbesFailed` before anything is
@@ -639,6 +643,7 @@ def evaluate_winrate(
         raise ValueError("best_of > 1 samples the policy's candidates itself: pass responses=None")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(generation_cache) if generation_cache else out / "generations"
     run_started = time.perf_counter()
     # Token counting for the endpoint's limit: the endpoint's own tokenizer is rarely available (Nemotron's is
     # Llama 3.1's), so a stand-in counts; the margin absorbs the difference and the chat markup.
@@ -664,7 +669,6 @@ def evaluate_winrate(
     picks: best_of_n.Picks | None = None
     pick_seconds = 0.0
     if responses is None and best_of > 1:
-        cache_dir = out / "generations"
         candidates, reused["policy"] = generate_candidates(
             model,
             prompts,
@@ -702,7 +706,7 @@ def evaluate_winrate(
     elif responses is None:
         models = {"policy": (model, model_revision), "reference": (reference, reference_revision)}
         responses, reused = generate_both(
-            prompts, params, models, backend=backend, cache_dir=out / "generations", progress=progress
+            prompts, params, models, backend=backend, cache_dir=cache_dir, progress=progress
         )
         gen_seconds = time.perf_counter() - started
     else:
@@ -1004,6 +1008,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_prompts", type=int, default=None, help="first N prompts (default: all)")
     p.add_argument("--output_dir", default=None, help="default: <output_root>/<model>-vs-<reference>")
     p.add_argument("--output_root", default="runs/winrate")
+    p.add_argument(
+        "--generation_cache",
+        default=None,
+        help="folder of cached answers (content-addressed: model, revision, weights, sampling, prompts); default: "
+        "<output_root>/generations, or <output_dir>/generations when --output_dir is given",
+    )
     r = p.add_argument_group("reward endpoint")
     r.add_argument(
         "--reward_url", default=DEFAULT_REWARD_URL, help="OpenAI-compatible base URL (ends in /v1)"
@@ -1153,6 +1163,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         output_dir = args.output_dir or os.path.join(
             args.output_root, f"{_slug(args.model)}-vs-{_slug(reference)}"
         )
+        generation_cache = args.generation_cache or os.path.join(
+            args.output_dir or args.output_root, "generations"
+        )
         summary = evaluate_winrate(
             model=args.model,
             reference=reference,
@@ -1178,6 +1191,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             picker=None if picker is None else picker.client,
             picker_max_tokens=None if picker is None else picker.max_reward_tokens,
             picker_description=None if picker is None else picker.description,
+            generation_cache=generation_cache,
         )
     except JudgeProbesFailed as exc:
         raise SystemExit(redact(f"error: {exc}", api_key)) from None

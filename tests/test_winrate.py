@@ -825,6 +825,48 @@ def test_unavailable_model_is_a_one_line_error(tmp_path, tiny_model_dir):
     assert "no-such-model" in message and "--model" in message and "MODEL=" in message
 
 
+def test_policies_compared_under_one_root_share_the_references_answers(tmp_path, tiny_model_dir, monkeypatch):
+    """The default generation cache is <output_root>/generations: a second policy against the same reference
+    generates only its own answers, and each comparison still gets its own folder."""
+    import shutil
+
+    import eval.winrate as winrate
+
+    policies = []
+    for name in ("policy-a", "policy-b"):
+        shutil.copytree(tiny_model_dir, tmp_path / name)
+        policies.append(tmp_path / name)
+    generated: list[str] = []
+    real_generate = winrate.generate
+
+    def recording_generate(model, conversations, params, **kwargs):
+        generated.append(Path(model).name)
+        return real_generate(model, conversations, params, **kwargs)
+
+    monkeypatch.setattr(winrate, "generate", recording_generate)
+    reference = tmp_path / "reference"
+    shutil.copytree(tiny_model_dir, reference)
+    root = tmp_path / "winrate"
+    summaries = [
+        main(
+            [
+                *("--model", str(policy), "--reference", str(reference), "--prompts", "fixture"),
+                *("--n_prompts", "2", "--max_new_tokens", "4", "--backend", "hf"),
+                *("--serve_judge", "verifiable"),
+                *("--output_root", str(root), "--reward_cache", str(tmp_path / "c.jsonl"), "--no_progress"),
+                "--skip_probes",
+            ]
+        )
+        for policy in policies
+    ]
+    assert generated == ["policy-a", "reference", "policy-b"]
+    assert summaries[0]["generations_reused"] == {"policy": False, "reference": False}
+    assert summaries[1]["generations_reused"] == {"policy": False, "reference": True}
+    assert len(list((root / "generations").iterdir())) == 3
+    folders = sorted(p.name for p in root.iterdir() if (p / "summary.json").is_file())
+    assert len(folders) == 2 and "policy-a-vs-" in folders[0] and "policy-b-vs-" in folders[1]
+
+
 def test_generation_cache_misses_when_local_weights_change(tmp_path, tiny_model_dir, monkeypatch):
     import shutil
 
