@@ -396,8 +396,16 @@ def parse_recipe_args(parser, argv: list[str] | None = None):
         path = argv[index + 1]
         if not os.path.isfile(path):
             raise SystemExit(f"--config {path}: no such file")
-        with open(path) as handle:
-            config = yaml.safe_load(handle) or {}
+        try:
+            with open(path) as handle:
+                config = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"error: --config {path} is not valid YAML: {exc}") from None
+        if not isinstance(config, dict):
+            raise SystemExit(
+                f"error: --config {path} must be a YAML mapping of field: value (like recipes/sft/countdown.yaml), "
+                f"got a {type(config).__name__}"
+            )
 
     def unset(key: str) -> bool:
         return key not in config and not any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv)

@@ -26,6 +26,7 @@ from functools import partial
 
 from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser, get_peft_config
 
+from posttrain.cli import run_recipe
 from posttrain.configs import ScriptArguments
 from posttrain.models import load_tokenizer
 from posttrain.preference_data import (
@@ -109,4 +110,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(make_parser()))
+    run_recipe(main, make_parser(), parse_recipe_args)

@@ -18,6 +18,7 @@ from pathlib import Path
 from datasets import Dataset
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
+from posttrain.cli import run_recipe
 from posttrain.configs import CountdownArguments, ScriptArguments
 from posttrain.countdown import make_prompt
 from posttrain.data import train_tasks, validation_tasks
@@ -141,4 +142,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(make_parser()))
+    run_recipe(main, make_parser(), parse_recipe_args)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from trl import ModelConfig, RLOOTrainer, TrlParser
 
+from posttrain.cli import run_recipe
 from posttrain.configs import CountdownArguments, ScriptArguments
 from posttrain.rl import parse_rl_args, run_rl
 from posttrain.rl_checks import RLOORecipeConfig
@@ -38,4 +39,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    main(*parse_rl_args(make_parser()))
+    run_recipe(main, make_parser(), parse_rl_args)

@@ -21,6 +21,7 @@ import time
 from transformers import Seq2SeqTrainer
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from posttrain.cli import run_recipe
 from posttrain.codesum import GENERATED, codesum_rows, seq2seq_dataset
 from posttrain.configs import ScriptArguments, Seq2SeqConfig
 from posttrain.models import load_tokenizer
@@ -160,4 +161,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(make_parser()))
+    run_recipe(main, make_parser(), parse_recipe_args)

@@ -27,6 +27,7 @@ from contextlib import nullcontext
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from posttrain.chat_sft import eval_metrics, format_report, is_chat_dataset, prepare_chat_sft
+from posttrain.cli import run_recipe
 from posttrain.configs import CountdownArguments, ScriptArguments
 from posttrain.data import load_sft_dataset
 from posttrain.genrm import genrm_sft_dataset, is_genrm_source
@@ -116,4 +117,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(make_parser()))
+    run_recipe(main, make_parser(), parse_recipe_args)
