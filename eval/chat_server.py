@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.serving import BoundServer
+from posttrain.cli import run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -279,4 +280,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

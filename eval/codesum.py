@@ -23,6 +23,7 @@ from typing import Any
 
 from eval.compare import load_summary
 from eval.paired import paired_bootstrap
+from posttrain.cli import run_cli
 from posttrain.codesum import CODESUM_HUB_ID, GENERATED, codesum_prompt, codesum_rows
 from posttrain.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 from posttrain.sampling import SamplingParams, default_batch_size, generate
@@ -304,4 +305,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from posttrain.cli import run_cli
 from posttrain.io import atomic_write_text
 
 COLUMNS = ("run", "model", "tasks", "numbers", "accuracy", "mean reward", "format rate")
@@ -87,4 +88,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

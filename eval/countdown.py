@@ -32,6 +32,7 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any
 
+from posttrain.cli import run_cli
 from posttrain.countdown import PROMPT_TEMPLATES, CountdownTask, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, HELDOUT_PERCENT, heldout_tasks
 from posttrain.io import atomic_write_text, read_jsonl
@@ -431,4 +432,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

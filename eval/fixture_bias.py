@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from posttrain.chat_fixture import ultrafeedback_fixture_rows
+from posttrain.cli import run_cli
 from posttrain.io import atomic_write_json
 from rewards.chat_verifier import verify
 
@@ -227,4 +228,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

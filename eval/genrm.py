@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from posttrain.cli import run_cli
 from posttrain.genrm import (
     NO,
     QUESTION,
@@ -525,4 +526,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    main()
+    run_cli(main)

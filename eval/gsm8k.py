@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.countdown import pass_at_k
+from posttrain.cli import run_cli
 from posttrain.gsm8k import GENERATED, GSM8K_HUB_ID, gsm8k_prompt, gsm8k_rows
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 from posttrain.sampling import SamplingParams, generate
@@ -139,4 +140,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

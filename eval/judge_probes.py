@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from eval.reward_client import RewardClient, RewardEndpointError, pick_auto_reward_model, redact_url
+from posttrain.cli import run_cli
 from posttrain.io import atomic_write_json
 from rewards.api_retry import redact
 
@@ -479,4 +480,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from posttrain.cli import run_cli
+
 
 def mcnemar_exact(gained: int, lost: int) -> float:
     """Two-sided exact McNemar p-value: a binomial test of `gained` vs `lost` discordant tasks at 1/2."""
@@ -91,8 +93,11 @@ def compare_paired(
 def per_prompt_right(run_dir: str | Path) -> tuple[list[tuple], list[float]]:
     """(prompt ids, 1.0 where the verifiable judge scored the policy's reply right) from a win-rate run folder."""
     folder = Path(run_dir)
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    judge = summary.get("judge") or {}
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{folder}/summary.json: not a readable win-rate summary ({exc})") from None
+    judge = (summary.get("judge") if isinstance(summary, dict) else None) or {}
     if judge.get("kind") != "verifiable":
         raise ValueError(
             f"{folder} was judged by {judge.get('model')!r}, not the verifiable judge: only its scores say whether "
@@ -180,4 +185,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.paired import bootstrap_mean
+from posttrain.cli import run_cli
 from posttrain.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 from posttrain.refine_tasks import RefineTask, TaskFileError, load_task
 from posttrain.synthetic import load_prompts
@@ -420,4 +421,4 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

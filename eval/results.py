@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from posttrain.cli import run_cli
 from posttrain.io import atomic_write_text
 
 logger = logging.getLogger("eval.results")
@@ -314,4 +315,4 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

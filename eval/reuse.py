@@ -17,6 +17,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from posttrain.cli import run_cli
+
 
 def _weights_mtime(model: str) -> float | None:
     folder = Path(model)
@@ -82,4 +84,4 @@ def reuse_eval(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(reuse_eval())
+    raise SystemExit(run_cli(reuse_eval))

@@ -42,6 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from eval.serving import BoundServer
+from posttrain.cli import run_cli
 from posttrain.models import model_fingerprint
 from rewards.chat_verifier import FAMILIES, JUDGE_ID, UnknownPromptError, parse_prompt, verify
 from rewards.reward_model import (
@@ -656,4 +657,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

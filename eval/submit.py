@@ -73,6 +73,7 @@ from pydantic import (
 
 from eval import best_of_n
 from eval.reward_client import RewardEndpointError, redact_url
+from posttrain.cli import run_cli
 from posttrain.io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
@@ -1167,4 +1168,4 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

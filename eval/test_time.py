@@ -38,6 +38,7 @@ from eval.countdown import (
     task_from_row,
 )
 from eval.genrm import auroc
+from posttrain.cli import run_cli
 from posttrain.countdown import CountdownTask, make_prompt
 from posttrain.data import DEFAULT_TASK_SEED, HELDOUT_PERCENT, heldout_tasks
 from posttrain.io import atomic_write_jsonl, atomic_write_text, read_jsonl
@@ -758,4 +759,4 @@ def _live_summary(picks: Sequence[dict[str, Any]], budget: int, greedy: float | 
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

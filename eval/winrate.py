@@ -75,6 +75,7 @@ from eval.reward_client import (  # noqa: F401 (parse_reward, RewardParseError, 
     pick_auto_reward_model,
     redact_url,
 )
+from posttrain.cli import run_cli
 from posttrain.io import atomic_write_json, atomic_write_jsonl
 from posttrain.sampling import BACKENDS, SamplingParams, generate, resolve_backend
 from rewards.api_retry import redact
@@ -1219,4 +1220,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -1,8 +1,8 @@
-"""The command-line entry of the recipes: a configuration they refuse ends in one ``error:`` line, not a traceback.
+"""The command-line entry of recipes and evaluations: what they refuse ends in one ``error:`` line, not a traceback.
 
-A ValueError, RuntimeError or FileNotFoundError raised by this project's own code (posttrain, rewards, recipes)
-carries a message written for the user: it names the field and the fix. Raised from inside a library, or of any
-other type, it is a fault and keeps its traceback. ``POSTTRAIN_TRACEBACK=1`` shows the traceback always.
+A ValueError, RuntimeError or FileNotFoundError raised by this project's own code (posttrain, rewards, recipes,
+eval) carries a message written for the user: it names the field and the fix. Raised from inside a library, or of
+any other type, it is a fault and keeps its traceback. ``POSTTRAIN_TRACEBACK=1`` shows the traceback always.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-PROJECT_PACKAGES = tuple(str(REPO / name) + os.sep for name in ("posttrain", "rewards", "recipes"))
+PROJECT_PACKAGES = tuple(str(REPO / name) + os.sep for name in ("posttrain", "rewards", "recipes", "eval"))
 USER_ERROR_TYPES = (ValueError, RuntimeError, FileNotFoundError)
 
 
@@ -49,21 +49,30 @@ def run_recipe(
 
     Everything raised while parsing is about the configuration (an unknown field, a value a config class's checks
     refuse, a YAML file that does not parse), whichever library raised it."""
-    show_traceback = os.environ.get("POSTTRAIN_TRACEBACK", "").lower() in ("1", "true", "yes")
     try:
         args = parse(parser, None if argv is None else list(argv))
     except (ValueError, TypeError, yaml.YAMLError) as exc:
-        if show_traceback:
+        if _show_traceback():
             raise
         raise SystemExit(_parse_error(exc)) from None
+    return run_cli(main, *args)
+
+
+def run_cli(main: Callable[..., Any], *args: Any) -> Any:
+    """``main(*args)``, a refusal raised by the project's code (`is_user_error`) ending in one ``error:`` line
+    and exit status 1; for the ``__main__`` of the project's command-line modules."""
     try:
         return main(*args)
     except USER_ERROR_TYPES as exc:
-        if show_traceback or not is_user_error(exc):
+        if _show_traceback() or not is_user_error(exc):
             raise
         print(_message(exc), file=sys.stderr)
         print("(set POSTTRAIN_TRACEBACK=1 to see where it was raised)", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _show_traceback() -> bool:
+    return os.environ.get("POSTTRAIN_TRACEBACK", "").lower() in ("1", "true", "yes")
 
 
 # What transformers' and TRL's parsers say of a field no config class has: (pattern, where it was given)

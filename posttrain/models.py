@@ -234,11 +234,15 @@ def trained_template(model: str) -> str | None:
 
 
 def _hub_error(name: str, exc: Exception) -> ModelNotAvailableError:
+    missing = missing_local_model_hint(name)  # a folder that is not there: say so, not the hub's complaint
+    if missing is not None:
+        return ModelNotAvailableError(missing)
     return ModelNotAvailableError(
         f"Could not load model {name!r}: {type(exc).__name__}: {exc}\n"
-        f"If the Hugging Face hub is unreachable (offline machine), pass `--model_name_or_path "
-        f"{EMBEDDED_MODEL_NAME}` (or MODEL={EMBEDDED_MODEL_NAME} for make targets) to use the embedded "
-        f"{EMBEDDED_SOURCE_ID}, or a local folder with a saved model."
+        f"If the Hugging Face hub is unreachable (offline machine), pass {EMBEDDED_MODEL_NAME!r} as the model "
+        f"(`--model_name_or_path {EMBEDDED_MODEL_NAME}` for recipes, `--model {EMBEDDED_MODEL_NAME}` for evaluations, "
+        f"MODEL={EMBEDDED_MODEL_NAME} for make targets) to use the embedded {EMBEDDED_SOURCE_ID}, or a local folder "
+        f"with a saved model."
     )
 
 

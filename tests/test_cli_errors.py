@@ -1,5 +1,5 @@
-"""The recipes' command line (`posttrain.cli.run_recipe`): a refused configuration is one `error:` line naming what
-to change; a fault from inside a library keeps its traceback."""
+"""The command line of recipes and evaluations (`posttrain.cli`): a refused configuration or input is one `error:`
+line naming what to change; a fault from inside a library keeps its traceback."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.cli import is_user_error, run_recipe
+from posttrain.cli import is_user_error, run_cli, run_recipe
 from posttrain.runtime import parse_recipe_args
 from tests.test_recipe_configs import load_recipe_module
 
@@ -119,3 +119,28 @@ def test_the_rl_recipes_refuse_through_the_command_line():
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "error: RLOO configuration problem(s)" in proc.stderr and "--num_generations 4" in proc.stderr
+
+
+def test_an_evaluation_of_a_missing_model_folder_says_so(tmp_path, capsys):
+    from eval import countdown
+
+    missing = tmp_path / "runs" / "nowhere"
+    argv = ["--model", str(missing), "--n_tasks", "2", "--output_dir", str(tmp_path / "out"), "--no_progress"]
+    with pytest.raises(SystemExit) as info:
+        run_cli(countdown.main, argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and err.startswith(f"error: model folder {missing} does not exist")
+    assert "Repo id" not in err  # not the hub's complaint about a repo id
+
+
+def test_a_paired_comparison_of_unreadable_folders_names_the_file(tmp_path, capsys):
+    from eval import paired
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.jsonl").write_text("{}\n")
+    (tmp_path / "run" / "summary.json").write_text('{"judge":')
+    with pytest.raises(SystemExit):
+        run_cli(paired.main, [str(tmp_path / "run"), str(tmp_path / "run")])
+    assert (
+        f"error: {tmp_path / 'run'}/summary.json: not a readable win-rate summary" in capsys.readouterr().err
+    )
