@@ -628,9 +628,9 @@ def evaluate_winrate(
     the judge: a reward model available at test time picks, an independent judge scores the pick.
 
     ``responses`` (``{"policy": [...], "reference": [...]}``) skips generation, for callers that already
-    hold the answers; the generated ones are cached in ``generation_cache`` (default ``<output_dir>/generations``:
-    the files are content-addressed, so one folder can serve many runs). ``judge`` describes the endpoint (`eval.judge_probes.describe_judge`; default: from the
-    client's model id and URL). Unless ``run_judge_probes`` is False, the judge sanity probes
+    hold the answers; the generated ones are cached in ``generation_cache`` (default ``<output_dir>/generations``;
+    the files are content-addressed, so one folder can serve many runs). ``judge`` describes the endpoint
+    (`eval.judge_probes.describe_judge`; default: from the client's model id and URL). Unless ``run_judge_probes`` is False, the judge sanity probes
     (`eval.judge_probes`, default set unless ``probes``) are scored first through the same client, cut to the
     same token limit; with ``stop_on_probe_failure`` a failed probe raises `JudgeProbesFailed` before anything is
     generated. The endpoint's API key is scrubbed from everything written or printed (an endpoint may echo it
