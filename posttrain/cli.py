@@ -16,8 +16,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = tuple(str(REPO / name) + os.sep for name in ("posttrain", "rewards", "recipes", "eval"))
 USER_ERROR_TYPES = (ValueError, RuntimeError, FileNotFoundError)
@@ -48,10 +46,10 @@ def run_recipe(
     """``main(*parse(parser, argv))`` for ``if __name__ == "__main__"``, with refusals as one ``error:`` line.
 
     Everything raised while parsing is about the configuration (an unknown field, a value a config class's checks
-    refuse, a YAML file that does not parse), whichever library raised it."""
+    refuse), whichever library raised it; `parse_recipe_args` itself refuses a YAML file that does not parse."""
     try:
         args = parse(parser, None if argv is None else list(argv))
-    except (ValueError, TypeError, yaml.YAMLError) as exc:
+    except (ValueError, TypeError) as exc:
         if _show_traceback():
             raise
         raise SystemExit(_parse_error(exc)) from None
